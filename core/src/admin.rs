@@ -1,0 +1,255 @@
+//! `AdminApi`: Kong's acme admin routes as a plain `http::Request -> http::Response` router,
+//! so the same code answers in Lambda (lambda_http) and in a local server (hyper).
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tracing::{error, info};
+
+use crate::{
+    error::Error,
+    host::{Host, HostError},
+    issuer::Issuer,
+    listing::CertificateInfo,
+    selfcheck::{ConnectTo, Http01SelfCheck},
+};
+
+/// Bodies larger than this are refused: a host and a flag fit in far less.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const MISSING_HOST: &str = "host must be provided and containing a single domain";
+
+/// The admin API: `POST /acme`, `GET /acme/certificates[/{host}]`.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    issuer: Issuer,
+    connect_to: Vec<ConnectTo>,
+}
+
+impl AdminApi {
+    /// Routes over `issuer` (and its store and config).
+    pub fn new(issuer: Issuer) -> Self {
+        Self {
+            issuer,
+            connect_to: Vec::new(),
+        }
+    }
+
+    /// Applies `CERTBUCKET_CONNECT_TO` (curl `--connect-to` syntax, comma-separated) to the
+    /// http-01 self-check.
+    pub fn with_connect_to(mut self, spec: &str) -> Result<Self, Error> {
+        self.connect_to = ConnectTo::parse_list(spec)?;
+        Ok(self)
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let path = request.uri().path().trim_end_matches('/').to_owned();
+        let method = request.method().clone();
+        match (method, path.as_str()) {
+            (Method::POST, "/acme") => self.post_acme(request).await,
+            (Method::GET, "/acme/certificates") => self.list(&request).await,
+            (Method::GET, p) if p.starts_with("/acme/certificates/") => {
+                self.get_one(&p["/acme/certificates/".len()..]).await
+            }
+            (_, "/acme" | "/acme/certificates") => {
+                message(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
+            _ => message(StatusCode::NOT_FOUND, "Not found"),
+        }
+    }
+
+    async fn post_acme(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let params = match Params::from_request(&request) {
+            Ok(params) => params,
+            Err(response) => return response,
+        };
+        let Some(raw_host) = params.host.filter(|h| !h.is_empty()) else {
+            return message(StatusCode::BAD_REQUEST, MISSING_HOST);
+        };
+        let host = match Host::parse(&raw_host) {
+            Ok(host) => host,
+            Err(HostError::Port) => {
+                return message(StatusCode::BAD_REQUEST, "port is not allowed in host");
+            }
+            Err(e) => return message(StatusCode::BAD_REQUEST, &format!("invalid host: {e}")),
+        };
+
+        if params.test_http_challenge_flow {
+            let check = Http01SelfCheck::new(self.issuer.store(), &self.connect_to);
+            let policy = &self.issuer.config().domains;
+            return match check.run(&host, policy).await {
+                Ok(()) => message(StatusCode::OK, &format!("sanity test for host {host} passed")),
+                Err(problem) => message(
+                    StatusCode::BAD_REQUEST,
+                    &format!("problem found running sanity check for {host}: {problem}"),
+                ),
+            };
+        }
+
+        match self.issuer.issue(&host).await {
+            Ok(_) => {
+                info!(%host, "certificate created through the admin API");
+                message(
+                    StatusCode::CREATED,
+                    &format!("certificate for host {host} is created"),
+                )
+            }
+            Err(Error::InProgress { host }) => message(
+                StatusCode::CONFLICT,
+                &format!("issuance for host {host} is in progress; try again shortly"),
+            ),
+            Err(e) => {
+                error!(%host, error = %e, "issuance failed");
+                message(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("failed to update certificate: {e}"),
+                )
+            }
+        }
+    }
+
+    async fn list(&self, request: &Request<Bytes>) -> Response<Bytes> {
+        let invalid_only = request
+            .uri()
+            .query()
+            .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+            .is_some_and(|pairs| {
+                pairs
+                    .iter()
+                    .any(|(k, v)| k == "invalid_only" && (v.is_empty() || truthy(v)))
+            });
+        match CertificateInfo::all(&**self.issuer.store(), OffsetDateTime::now_utc()).await {
+            Ok(mut all) => {
+                if invalid_only {
+                    all.retain(|c| !c.valid);
+                }
+                json_response(StatusCode::OK, &json!({ "data": all }))
+            }
+            Err(e) => store_failure(&e),
+        }
+    }
+
+    async fn get_one(&self, raw_host: &str) -> Response<Bytes> {
+        let host = match Host::parse(raw_host) {
+            Ok(host) => host,
+            Err(e) => return message(StatusCode::BAD_REQUEST, &format!("invalid host: {e}")),
+        };
+        let store = &**self.issuer.store();
+        match CertificateInfo::of_host(store, &host, OffsetDateTime::now_utc()).await {
+            Ok(Some(info)) => json_response(StatusCode::OK, &json!({ "data": info })),
+            Ok(None) => message(
+                StatusCode::NOT_FOUND,
+                &format!("certificate for host {host} not found in storage"),
+            ),
+            Err(e) => store_failure(&e),
+        }
+    }
+}
+
+/// The parameters of `POST /acme`, from a form or JSON body and the query string.
+#[derive(Debug, Default)]
+struct Params {
+    host: Option<String>,
+    test_http_challenge_flow: bool,
+}
+
+impl Params {
+    fn from_request(request: &Request<Bytes>) -> Result<Self, Response<Bytes>> {
+        let body = request.body();
+        if body.len() > MAX_BODY_BYTES {
+            return Err(message(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        let mut pairs: Vec<(String, Value)> = request
+            .uri()
+            .query()
+            .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if !body.is_empty() {
+            match content_type.as_str() {
+                "application/json" => {
+                    let Ok(Value::Object(object)) = serde_json::from_slice(body) else {
+                        return Err(message(
+                            StatusCode::BAD_REQUEST,
+                            "request body is not a JSON object",
+                        ));
+                    };
+                    pairs.extend(object);
+                }
+                "application/x-www-form-urlencoded" | "" => {
+                    let form = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+                        .map_err(|_| {
+                            message(StatusCode::BAD_REQUEST, "request body is not a valid form")
+                        })?;
+                    pairs.extend(form.into_iter().map(|(k, v)| (k, Value::String(v))));
+                }
+                other => {
+                    return Err(message(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        &format!(
+                            "content type {other} is not supported: send a form or JSON body"
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut params = Self::default();
+        for (key, value) in pairs {
+            match (key.as_str(), value) {
+                ("host", Value::String(host)) => {
+                    if params.host.is_some() {
+                        return Err(message(StatusCode::BAD_REQUEST, MISSING_HOST));
+                    }
+                    params.host = Some(host);
+                }
+                ("host", _) => return Err(message(StatusCode::BAD_REQUEST, MISSING_HOST)),
+                ("test_http_challenge_flow", Value::Bool(b)) => params.test_http_challenge_flow = b,
+                ("test_http_challenge_flow", Value::String(s)) => {
+                    params.test_http_challenge_flow = truthy(&s);
+                }
+                _ => {}
+            }
+        }
+        Ok(params)
+    }
+}
+
+fn truthy(value: &str) -> bool {
+    matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+}
+
+fn store_failure(error: &Error) -> Response<Bytes> {
+    error!(error = %error, "listing failed");
+    message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &format!("could not read the certificate store: {error}"),
+    )
+}
+
+/// `{"message": text}` with `status`.
+pub(crate) fn message(status: StatusCode, text: &str) -> Response<Bytes> {
+    json_response(status, &json!({ "message": text }))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,296 @@
+//! `Issuer`: one issuance for one host, end to end, under the host's lease.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use instant_acme::{
+    AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, RetryPolicy,
+};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::{
+    account::{AcmeAccounts, AcmeHttpFactory},
+    challenge::ChallengeToken,
+    config::{CertType, Config},
+    error::{Error, Result},
+    host::Host,
+    lease::{Lease, LeaseAttempt},
+    record::CertificateRecord,
+    secret::Secret,
+    storage::{Storage, StorageKeys},
+};
+
+/// Timings of an issuance.
+#[derive(Debug, Clone)]
+pub struct IssuerOptions {
+    /// How long a lease lasts; a crashed issuer's lease runs out after this.
+    pub lease_ttl: Duration,
+    /// How long to wait for the CA to validate, or for another issuer's order to finish.
+    pub wait_timeout: Duration,
+}
+
+impl Default for IssuerOptions {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(300),
+            wait_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Issues certificates for hosts into the store.
+#[derive(Clone)]
+pub struct Issuer {
+    store: Arc<dyn Storage>,
+    config: Arc<Config>,
+    accounts: AcmeAccounts,
+    options: IssuerOptions,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("store", &self.store)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    /// An issuer for the CA and key type of `config`, talking HTTP through `http`.
+    pub fn new(
+        store: Arc<dyn Storage>,
+        config: Arc<Config>,
+        http: AcmeHttpFactory,
+        options: IssuerOptions,
+    ) -> Self {
+        let accounts = AcmeAccounts::new(Arc::clone(&store), Arc::clone(&config), http);
+        Self {
+            store,
+            config,
+            accounts,
+            options,
+        }
+    }
+
+    /// The store this issuer writes to.
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
+    }
+
+    /// The config this issuer runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Issues a certificate for `host` and stores it.
+    ///
+    /// When another issuer holds the host's lease, waits for it to finish and returns the
+    /// certificate it stored; never claims a certificate that was not stored.
+    pub async fn issue(&self, host: &Host) -> Result<CertificateRecord> {
+        if !self.config.tos_accepted {
+            return Err(Error::Refused {
+                host: host.clone(),
+                message: format!(
+                    "tos_accepted must be true: read and accept the terms of service of {} first",
+                    self.config.api_uri
+                ),
+            });
+        }
+        let started = OffsetDateTime::now_utc();
+        let attempt =
+            Lease::try_take(Arc::clone(&self.store), host, self.options.lease_ttl, started).await?;
+        match attempt {
+            LeaseAttempt::Taken(lease) => {
+                let result = self.issue_under_lease(host).await;
+                if let Err(e) = lease.release().await {
+                    // The lease runs out by itself; the certificate (if any) is stored already.
+                    warn!(%host, error = %e, "could not release the lease");
+                }
+                result
+            }
+            LeaseAttempt::Busy { .. } => self.wait_for_other(host, started).await,
+        }
+    }
+
+    async fn wait_for_other(&self, host: &Host, started: OffsetDateTime) -> Result<CertificateRecord> {
+        info!(%host, "another issuer holds the lease; waiting for its result");
+        let deadline = tokio::time::Instant::now() + self.options.wait_timeout;
+        while Lease::is_held(&*self.store, host, OffsetDateTime::now_utc()).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::InProgress { host: host.clone() });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        match self.stored(host).await? {
+            Some(record) if record.issued_at >= started.unix_timestamp() => Ok(record),
+            _ => Err(Error::Refused {
+                host: host.clone(),
+                message: "a concurrent issuance for this host ended without a certificate"
+                    .to_owned(),
+            }),
+        }
+    }
+
+    /// The record stored for `host`, if any and readable.
+    pub async fn stored(&self, host: &Host) -> Result<Option<CertificateRecord>> {
+        match self.store.get(&StorageKeys::cert(host)).await? {
+            Some(object) => CertificateRecord::from_json(host, &object.bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn issue_under_lease(&self, host: &Host) -> Result<CertificateRecord> {
+        let account = self.accounts.load_or_create().await?;
+        let identifier = match host.as_str().parse() {
+            Ok(ip) => Identifier::Ip(ip),
+            Err(_) => Identifier::Dns(host.to_string()),
+        };
+        let identifiers = [identifier];
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(|e| acme(host, "creating the order", e))?;
+        info!(%host, order = order.url(), "order created");
+
+        let mut published = Vec::new();
+        let outcome = self.complete_order(host, &mut order, &mut published).await;
+        for token in &published {
+            if let Err(e) = self.store.delete(&StorageKeys::challenge(token)).await {
+                warn!(%host, error = %e, "could not remove a challenge object");
+            }
+        }
+        outcome
+    }
+
+    async fn complete_order(
+        &self,
+        host: &Host,
+        order: &mut Order,
+        published: &mut Vec<ChallengeToken>,
+    ) -> Result<CertificateRecord> {
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization =
+                authorization.map_err(|e| acme(host, "fetching the authorization", e))?;
+            if authorization.status == AuthorizationStatus::Valid {
+                continue;
+            }
+            let mut challenge = authorization
+                .challenge(ChallengeType::Http01)
+                .ok_or_else(|| Error::Refused {
+                    host: host.clone(),
+                    message: "the CA offered no http-01 challenge".to_owned(),
+                })?;
+            let token = ChallengeToken::parse(&challenge.token).ok_or_else(|| Error::Refused {
+                host: host.clone(),
+                message: "the CA sent a challenge token that is not base64url".to_owned(),
+            })?;
+            let key_authorization = challenge.key_authorization();
+            self.store
+                .put(
+                    &StorageKeys::challenge(&token),
+                    Bytes::from(key_authorization.as_str().to_owned()),
+                )
+                .await?;
+            published.push(token);
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| acme(host, "telling the CA the challenge is ready", e))?;
+        }
+
+        let retries = RetryPolicy::new().timeout(self.options.wait_timeout);
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .map_err(|e| acme(host, "waiting for validation", e))?;
+        if status != OrderStatus::Ready {
+            return Err(Error::Refused {
+                host: host.clone(),
+                message: format!("the CA did not validate the host: {}", failure_of(order).await),
+            });
+        }
+
+        let (key_pem, csr_der) = self.key_and_csr(host)?;
+        order
+            .finalize_csr(&csr_der)
+            .await
+            .map_err(|e| acme(host, "finalizing the order", e))?;
+        let chain_pem = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(|e| acme(host, "downloading the certificate", e))?;
+
+        let record = CertificateRecord::new(
+            host.clone(),
+            chain_pem,
+            key_pem,
+            self.config.cert_type,
+            OffsetDateTime::now_utc(),
+        )?;
+        self.store
+            .put(&StorageKeys::cert(host), Bytes::from(record.to_json()?))
+            .await?;
+        info!(%host, serial = %record.serial_number, "certificate stored");
+        Ok(record)
+    }
+
+    /// A fresh private key of `cert_type` and a CSR naming only `host`.
+    fn key_and_csr(&self, host: &Host) -> Result<(Secret, Vec<u8>)> {
+        let crypto = |e: rcgen::Error| Error::Crypto {
+            host: host.to_string(),
+            message: e.to_string(),
+        };
+        let key = match self.config.cert_type {
+            CertType::Ecc => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
+            CertType::Rsa => {
+                let size = match self.config.rsa_key_size {
+                    2048 => RsaKeySize::_2048,
+                    3072 => RsaKeySize::_3072,
+                    _ => RsaKeySize::_4096,
+                };
+                KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, size)
+            }
+        }
+        .map_err(crypto)?;
+        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(crypto)?;
+        params.distinguished_name = DistinguishedName::new();
+        let csr = params.serialize_request(&key).map_err(crypto)?;
+        Ok((Secret::new(key.serialize_pem()), csr.der().to_vec()))
+    }
+}
+
+/// What the CA said about an invalid order, for the error message.
+async fn failure_of(order: &mut Order) -> String {
+    if let Some(problem) = order.state().error.as_ref() {
+        return problem.to_string();
+    }
+    let mut details = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authorization)) = authorizations.next().await {
+        if let Ok(state) = authorization.refresh().await {
+            details.extend(
+                state
+                    .challenges
+                    .iter()
+                    .filter_map(|c| c.error.as_ref().map(ToString::to_string)),
+            );
+        }
+    }
+    if details.is_empty() {
+        "the order became invalid".to_owned()
+    } else {
+        details.join("; ")
+    }
+}
+
+fn acme(host: &Host, step: &'static str, err: instant_acme::Error) -> Error {
+    Error::Acme {
+        host: host.to_string(),
+        step,
+        source: Box::new(err),
+    }
+}
