@@ -239,8 +239,8 @@ fn store_failure(error: &Error) -> Response<Bytes> {
     )
 }
 
-/// `{"message": text}` with `status`.
-pub(crate) fn message(status: StatusCode, text: &str) -> Response<Bytes> {
+/// `{"message": text}` with `status`: the shape of every admin API answer that is not data.
+pub fn message(status: StatusCode, text: &str) -> Response<Bytes> {
     json_response(status, &json!({ "message": text }))
 }
 
@@ -252,4 +252,109 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Bytes> {
         header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        config::Config,
+        issuer::IssuerOptions,
+        storage::{LocalDirStorage, Storage, StorageKeys},
+        tls,
+    };
+
+    async fn api(tag: &str) -> (AdminApi, Arc<dyn Storage>) {
+        let dir = std::env::temp_dir().join(format!("certbucket-admin-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn Storage> =
+            Arc::new(LocalDirStorage::open(&dir).unwrap_or_else(|e| panic!("{e}")));
+        // Nothing listens here: a request that got as far as the CA would fail loudly.
+        let config = Config::from_json(
+            r#"{"account_email":"a@example.com","api_uri":"https://127.0.0.1:9/dir","tos_accepted":true}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let http = tls::acme_http(None).unwrap_or_else(|e| panic!("{e}"));
+        let issuer = Issuer::new(Arc::clone(&store), Arc::new(config), http, IssuerOptions::default());
+        (AdminApi::new(issuer), store)
+    }
+
+    fn post(content_type: &str, body: &str) -> Request<Bytes> {
+        Request::post("/acme")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Bytes::from(body.to_owned()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn answer(api: &AdminApi, request: Request<Bytes>) -> (StatusCode, String) {
+        let response = api.handle(request).await;
+        let body: Value = serde_json::from_slice(response.body()).unwrap_or_else(|e| panic!("{e}"));
+        (response.status(), body["message"].as_str().unwrap_or_default().to_owned())
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_clear_errors_and_write_nothing() {
+        tls::install_crypto_provider();
+        let (api, store) = api("bad").await;
+        let form = "application/x-www-form-urlencoded";
+        let long = "a".repeat(300);
+        let cases: Vec<(Request<Bytes>, StatusCode, &str)> = vec![
+            (post(form, ""), StatusCode::BAD_REQUEST, MISSING_HOST),
+            (post(form, "host="), StatusCode::BAD_REQUEST, MISSING_HOST),
+            (post(form, "host=a&host=b"), StatusCode::BAD_REQUEST, MISSING_HOST),
+            (post(form, "host=h:80"), StatusCode::BAD_REQUEST, "port is not allowed in host"),
+            (post(form, "host=a..b"), StatusCode::BAD_REQUEST, "invalid host: a host must not have empty labels"),
+            (post(form, "host=x/y"), StatusCode::BAD_REQUEST, "invalid host: a host must not contain '/'"),
+            (post(form, &format!("host={long}")), StatusCode::BAD_REQUEST, "invalid host: a host must be at most 253"),
+            (post("application/json", r#"{"host": 7}"#), StatusCode::BAD_REQUEST, MISSING_HOST),
+            (post("application/json", "{not json"), StatusCode::BAD_REQUEST, "request body is not a JSON object"),
+            (post("text/plain", "host=a.example"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "content type text/plain"),
+            (
+                post(form, &"x".repeat(MAX_BODY_BYTES + 1)),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger",
+            ),
+            (
+                Request::get("/acme/certificates/a..b").body(Bytes::new()).unwrap_or_default(),
+                StatusCode::BAD_REQUEST,
+                "invalid host",
+            ),
+            (
+                Request::get("/acme/certificates/none.example").body(Bytes::new()).unwrap_or_default(),
+                StatusCode::NOT_FOUND,
+                "certificate for host none.example not found",
+            ),
+            (
+                Request::delete("/acme").body(Bytes::new()).unwrap_or_default(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+            ),
+            (
+                Request::get("/elsewhere").body(Bytes::new()).unwrap_or_default(),
+                StatusCode::NOT_FOUND,
+                "Not found",
+            ),
+        ];
+        for (request, status, text) in cases {
+            let what = format!("{} {}", request.method(), request.uri());
+            let (got_status, got_text) = answer(&api, request).await;
+            assert_eq!(got_status, status, "{what}: {got_text}");
+            assert!(got_text.starts_with(text), "{what}: {got_text}");
+        }
+        let written = store.list(&StorageKeys::everything()).await.unwrap_or_default();
+        assert!(written.is_empty(), "bad requests wrote {written:?}");
+    }
+
+    #[tokio::test]
+    async fn empty_listing_and_refusal_without_tos() {
+        tls::install_crypto_provider();
+        let (api, _) = api("empty").await;
+        let response = api
+            .handle(Request::get("/acme/certificates").body(Bytes::new()).unwrap_or_default())
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.body().as_ref(), br#"{"data":[]}"#);
+    }
 }

@@ -168,7 +168,7 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(Host::parse(input), Err(want), "{input}");
         }
-        assert_eq!(Host::parse(&"a".repeat(300)), Err(HostError::LabelTooLong));
+        assert_eq!(Host::parse(&"a".repeat(300)), Err(HostError::TooLong));
         assert_eq!(Host::parse("a b.com"), Err(HostError::Syntax));
     }
 

@@ -51,7 +51,7 @@ pub mod tls;
 
 pub use self::{
     account::{AcmeAccounts, AcmeHttpFactory},
-    admin::{AdminApi, MAX_BODY_BYTES},
+    admin::{AdminApi, MAX_BODY_BYTES, message as json_message},
     challenge::ChallengeToken,
     config::{CertType, Config, EabCredentials, LETS_ENCRYPT},
     domains::{DomainPattern, DomainPolicy},

@@ -58,6 +58,16 @@ impl StorageKeys {
         StorageKey(format!("{VERSION}/challenges/{token}"))
     }
 
+    /// `v1/challenges/`, to see what is published.
+    pub fn challenge_prefix() -> StorageKey {
+        StorageKey(format!("{VERSION}/challenges/"))
+    }
+
+    /// `v1/accounts/`, every stored ACME account.
+    pub fn accounts_prefix() -> StorageKey {
+        StorageKey(format!("{VERSION}/accounts/"))
+    }
+
     /// `v1/certs/{host}.json`
     pub fn cert(host: &Host) -> StorageKey {
         StorageKey(format!("{VERSION}/certs/{host}.json"))
