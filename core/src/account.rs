@@ -69,12 +69,18 @@ impl AcmeAccounts {
                     Error::config("account_key", "is not a PEM private key (PKCS#8 expected)")
                 })?;
                 let PrivateKeyDer::Pkcs8(pkcs8) = der else {
-                    return Err(Error::config("account_key", "must be PKCS#8 (BEGIN PRIVATE KEY)"));
+                    return Err(Error::config(
+                        "account_key",
+                        "must be PKCS#8 (BEGIN PRIVATE KEY)",
+                    ));
                 };
                 let signer = Key::from_pkcs8_der(pkcs8.clone_key())
                     .map_err(|_| Error::config("account_key", "is not an ECDSA P-256 key"))?;
                 self.builder()
-                    .create_from_key((signer, PrivateKeyDer::Pkcs8(pkcs8)), config.api_uri.clone())
+                    .create_from_key(
+                        (signer, PrivateKeyDer::Pkcs8(pkcs8)),
+                        config.api_uri.clone(),
+                    )
                     .await
                     .map_err(|e| acme("registering the ACME account with account_key", e))?
             }

@@ -63,7 +63,7 @@ impl AdminApi {
     async fn post_acme(&self, request: Request<Bytes>) -> Response<Bytes> {
         let params = match Params::from_request(&request) {
             Ok(params) => params,
-            Err(response) => return response,
+            Err((status, text)) => return message(status, &text),
         };
         let Some(raw_host) = params.host.filter(|h| !h.is_empty()) else {
             return message(StatusCode::BAD_REQUEST, MISSING_HOST);
@@ -80,7 +80,10 @@ impl AdminApi {
             let check = Http01SelfCheck::new(self.issuer.store(), &self.connect_to);
             let policy = &self.issuer.config().domains;
             return match check.run(&host, policy).await {
-                Ok(()) => message(StatusCode::OK, &format!("sanity test for host {host} passed")),
+                Ok(()) => message(
+                    StatusCode::OK,
+                    &format!("sanity test for host {host} passed"),
+                ),
                 Err(problem) => message(
                     StatusCode::BAD_REQUEST,
                     &format!("problem found running sanity check for {host}: {problem}"),
@@ -156,12 +159,13 @@ struct Params {
 }
 
 impl Params {
-    fn from_request(request: &Request<Bytes>) -> Result<Self, Response<Bytes>> {
+    /// The parameters, or the status and message that refuse the request.
+    fn from_request(request: &Request<Bytes>) -> Result<Self, (StatusCode, String)> {
         let body = request.body();
         if body.len() > MAX_BODY_BYTES {
-            return Err(message(
+            return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             ));
         }
         let mut pairs: Vec<(String, Value)> = request
@@ -176,32 +180,31 @@ impl Params {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         if !body.is_empty() {
             match content_type.as_str() {
                 "application/json" => {
                     let Ok(Value::Object(object)) = serde_json::from_slice(body) else {
-                        return Err(message(
-                            StatusCode::BAD_REQUEST,
-                            "request body is not a JSON object",
-                        ));
+                        return Err(bad_request("request body is not a JSON object"));
                     };
                     pairs.extend(object);
                 }
                 "application/x-www-form-urlencoded" | "" => {
                     let form = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
-                        .map_err(|_| {
-                            message(StatusCode::BAD_REQUEST, "request body is not a valid form")
-                        })?;
+                        .map_err(|_| bad_request("request body is not a valid form"))?;
                     pairs.extend(form.into_iter().map(|(k, v)| (k, Value::String(v))));
                 }
                 other => {
-                    return Err(message(
+                    return Err((
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        &format!(
-                            "content type {other} is not supported: send a form or JSON body"
-                        ),
+                        format!("content type {other} is not supported: send a form or JSON body"),
                     ));
                 }
             }
@@ -211,11 +214,11 @@ impl Params {
             match (key.as_str(), value) {
                 ("host", Value::String(host)) => {
                     if params.host.is_some() {
-                        return Err(message(StatusCode::BAD_REQUEST, MISSING_HOST));
+                        return Err(bad_request(MISSING_HOST));
                     }
                     params.host = Some(host);
                 }
-                ("host", _) => return Err(message(StatusCode::BAD_REQUEST, MISSING_HOST)),
+                ("host", _) => return Err(bad_request(MISSING_HOST)),
                 ("test_http_challenge_flow", Value::Bool(b)) => params.test_http_challenge_flow = b,
                 ("test_http_challenge_flow", Value::String(s)) => {
                     params.test_http_challenge_flow = truthy(&s);
@@ -227,8 +230,15 @@ impl Params {
     }
 }
 
+fn bad_request(text: &str) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, text.to_owned())
+}
+
 fn truthy(value: &str) -> bool {
-    matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes" | "on"
+    )
 }
 
 fn store_failure(error: &Error) -> Response<Bytes> {
@@ -267,7 +277,8 @@ mod tests {
     };
 
     async fn api(tag: &str) -> (AdminApi, Arc<dyn Storage>) {
-        let dir = std::env::temp_dir().join(format!("certbucket-admin-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("certbucket-admin-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store: Arc<dyn Storage> =
             Arc::new(LocalDirStorage::open(&dir).unwrap_or_else(|e| panic!("{e}")));
@@ -277,7 +288,12 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let http = tls::acme_http(None).unwrap_or_else(|e| panic!("{e}"));
-        let issuer = Issuer::new(Arc::clone(&store), Arc::new(config), http, IssuerOptions::default());
+        let issuer = Issuer::new(
+            Arc::clone(&store),
+            Arc::new(config),
+            http,
+            IssuerOptions::default(),
+        );
         (AdminApi::new(issuer), store)
     }
 
@@ -291,7 +307,10 @@ mod tests {
     async fn answer(api: &AdminApi, request: Request<Bytes>) -> (StatusCode, String) {
         let response = api.handle(request).await;
         let body: Value = serde_json::from_slice(response.body()).unwrap_or_else(|e| panic!("{e}"));
-        (response.status(), body["message"].as_str().unwrap_or_default().to_owned())
+        (
+            response.status(),
+            body["message"].as_str().unwrap_or_default().to_owned(),
+        )
     }
 
     #[tokio::test]
@@ -303,36 +322,76 @@ mod tests {
         let cases: Vec<(Request<Bytes>, StatusCode, &str)> = vec![
             (post(form, ""), StatusCode::BAD_REQUEST, MISSING_HOST),
             (post(form, "host="), StatusCode::BAD_REQUEST, MISSING_HOST),
-            (post(form, "host=a&host=b"), StatusCode::BAD_REQUEST, MISSING_HOST),
-            (post(form, "host=h:80"), StatusCode::BAD_REQUEST, "port is not allowed in host"),
-            (post(form, "host=a..b"), StatusCode::BAD_REQUEST, "invalid host: a host must not have empty labels"),
-            (post(form, "host=x/y"), StatusCode::BAD_REQUEST, "invalid host: a host must not contain '/'"),
-            (post(form, &format!("host={long}")), StatusCode::BAD_REQUEST, "invalid host: a host must be at most 253"),
-            (post("application/json", r#"{"host": 7}"#), StatusCode::BAD_REQUEST, MISSING_HOST),
-            (post("application/json", "{not json"), StatusCode::BAD_REQUEST, "request body is not a JSON object"),
-            (post("text/plain", "host=a.example"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "content type text/plain"),
+            (
+                post(form, "host=a&host=b"),
+                StatusCode::BAD_REQUEST,
+                MISSING_HOST,
+            ),
+            (
+                post(form, "host=h:80"),
+                StatusCode::BAD_REQUEST,
+                "port is not allowed in host",
+            ),
+            (
+                post(form, "host=a..b"),
+                StatusCode::BAD_REQUEST,
+                "invalid host: a host must not have empty labels",
+            ),
+            (
+                post(form, "host=x/y"),
+                StatusCode::BAD_REQUEST,
+                "invalid host: a host must not contain '/'",
+            ),
+            (
+                post(form, &format!("host={long}")),
+                StatusCode::BAD_REQUEST,
+                "invalid host: a host must be at most 253",
+            ),
+            (
+                post("application/json", r#"{"host": 7}"#),
+                StatusCode::BAD_REQUEST,
+                MISSING_HOST,
+            ),
+            (
+                post("application/json", "{not json"),
+                StatusCode::BAD_REQUEST,
+                "request body is not a JSON object",
+            ),
+            (
+                post("text/plain", "host=a.example"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content type text/plain",
+            ),
             (
                 post(form, &"x".repeat(MAX_BODY_BYTES + 1)),
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body is larger",
             ),
             (
-                Request::get("/acme/certificates/a..b").body(Bytes::new()).unwrap_or_default(),
+                Request::get("/acme/certificates/a..b")
+                    .body(Bytes::new())
+                    .unwrap_or_default(),
                 StatusCode::BAD_REQUEST,
                 "invalid host",
             ),
             (
-                Request::get("/acme/certificates/none.example").body(Bytes::new()).unwrap_or_default(),
+                Request::get("/acme/certificates/none.example")
+                    .body(Bytes::new())
+                    .unwrap_or_default(),
                 StatusCode::NOT_FOUND,
                 "certificate for host none.example not found",
             ),
             (
-                Request::delete("/acme").body(Bytes::new()).unwrap_or_default(),
+                Request::delete("/acme")
+                    .body(Bytes::new())
+                    .unwrap_or_default(),
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed",
             ),
             (
-                Request::get("/elsewhere").body(Bytes::new()).unwrap_or_default(),
+                Request::get("/elsewhere")
+                    .body(Bytes::new())
+                    .unwrap_or_default(),
                 StatusCode::NOT_FOUND,
                 "Not found",
             ),
@@ -343,7 +402,10 @@ mod tests {
             assert_eq!(got_status, status, "{what}: {got_text}");
             assert!(got_text.starts_with(text), "{what}: {got_text}");
         }
-        let written = store.list(&StorageKeys::everything()).await.unwrap_or_default();
+        let written = store
+            .list(&StorageKeys::everything())
+            .await
+            .unwrap_or_default();
         assert!(written.is_empty(), "bad requests wrote {written:?}");
     }
 
@@ -352,7 +414,11 @@ mod tests {
         tls::install_crypto_provider();
         let (api, _) = api("empty").await;
         let response = api
-            .handle(Request::get("/acme/certificates").body(Bytes::new()).unwrap_or_default())
+            .handle(
+                Request::get("/acme/certificates")
+                    .body(Bytes::new())
+                    .unwrap_or_default(),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.body().as_ref(), br#"{"data":[]}"#);

@@ -43,12 +43,24 @@ mod tests {
 
     #[test]
     fn only_base64url_tokens() {
-        let good = ["LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0", "abcdefghijklmnop", "A-_0123456789abc"];
+        let good = [
+            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0",
+            "abcdefghijklmnop",
+            "A-_0123456789abc",
+        ];
         for token in good {
             assert!(ChallengeToken::parse(token).is_some(), "{token}");
         }
         let too_long = "a".repeat(129);
-        let bad = ["", "short", "../../../etc/passwd", "abc.def.ghi.jkl.mno", "abcdefghijklmnop=", "abcdefghijklmno%2F", &too_long];
+        let bad = [
+            "",
+            "short",
+            "../../../etc/passwd",
+            "abc.def.ghi.jkl.mno",
+            "abcdefghijklmnop=",
+            "abcdefghijklmno%2F",
+            &too_long,
+        ];
         for token in bad {
             assert!(ChallengeToken::parse(token).is_none(), "{token}");
         }

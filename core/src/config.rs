@@ -150,25 +150,27 @@ impl Config {
     /// Parses a JSON document.
     pub fn from_json(text: &str) -> Result<Self> {
         let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            Error::config(field_of(e.path()), e.inner().to_string())
-        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| Error::config(field_of(e.path()), e.inner().to_string()))?;
         raw.validate()
     }
 
     /// Parses a YAML document.
     pub fn from_yaml(text: &str) -> Result<Self> {
         let de = serde_yaml::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            Error::config(field_of(e.path()), e.inner().to_string())
-        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| Error::config(field_of(e.path()), e.inner().to_string()))?;
         raw.validate()
     }
 }
 
 fn field_of(path: &serde_path_to_error::Path) -> String {
     let text = path.to_string();
-    if text == "." { "(document)".to_owned() } else { text }
+    if text == "." {
+        "(document)".to_owned()
+    } else {
+        text
+    }
 }
 
 impl RawConfig {
@@ -214,8 +216,12 @@ impl RawConfig {
                 }
                 Some(EabCredentials { kid, hmac_key })
             }
-            (Some(_), None) => return Err(Error::config("eab_hmac_key", "is required with eab_kid")),
-            (None, Some(_)) => return Err(Error::config("eab_kid", "is required with eab_hmac_key")),
+            (Some(_), None) => {
+                return Err(Error::config("eab_hmac_key", "is required with eab_kid"));
+            }
+            (None, Some(_)) => {
+                return Err(Error::config("eab_kid", "is required with eab_hmac_key"));
+            }
         };
         let patterns = self
             .domains
@@ -270,7 +276,10 @@ fn non_negative(field: &str, value: f64) -> Result<f64> {
     if value.is_finite() && value >= 0.0 {
         Ok(value)
     } else {
-        Err(Error::config(field, format!("must be a number >= 0 (got {value})")))
+        Err(Error::config(
+            field,
+            format!("must be a number >= 0 (got {value})"),
+        ))
     }
 }
 
@@ -300,7 +309,10 @@ fn store_of(storage: Option<&str>, config: Option<RawStorageConfig>) -> Result<O
         None => Ok(None),
         Some("s3") => {
             let s3 = config.s3.ok_or_else(|| {
-                Error::config("storage_config.s3", "is required when storage is s3 (bucket, prefix)")
+                Error::config(
+                    "storage_config.s3",
+                    "is required when storage is s3 (bucket, prefix)",
+                )
             })?;
             let url = if s3.prefix.is_empty() {
                 format!("s3://{}", s3.bucket)
@@ -313,7 +325,10 @@ fn store_of(storage: Option<&str>, config: Option<RawStorageConfig>) -> Result<O
         }
         Some("file") => {
             let file = config.file.ok_or_else(|| {
-                Error::config("storage_config.file", "is required when storage is file (path)")
+                Error::config(
+                    "storage_config.file",
+                    "is required when storage is file (path)",
+                )
             })?;
             Ok(Some(StoreUrl::Dir(file.path.into())))
         }
@@ -376,19 +391,52 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (r#"{"account_email":"a@example.com","bogus":1}"#, "bogus"),
-            (r#"{"account_email":"a@example.com","cert_type":"dsa"}"#, "cert_type: expected one of: rsa, ecc"),
-            (r#"{"account_email":"a@example.com","rsa_key_size":1024}"#, "rsa_key_size"),
+            (
+                r#"{"account_email":"a@example.com","cert_type":"dsa"}"#,
+                "cert_type: expected one of: rsa, ecc",
+            ),
+            (
+                r#"{"account_email":"a@example.com","rsa_key_size":1024}"#,
+                "rsa_key_size",
+            ),
             (r#"{}"#, "account_email: is required"),
             (r#"{"account_email":"nope"}"#, "account_email"),
-            (r#"{"account_email":"a@example.com","api_uri":"ftp://x"}"#, "api_uri"),
-            (r#"{"account_email":"a@example.com","domains":["a..b"]}"#, "domains[0]"),
-            (r#"{"account_email":"a@example.com","domains":["*.*.x.com"]}"#, "domains[0]"),
-            (r#"{"account_email":"a@example.com","eab_kid":"k"}"#, "eab_hmac_key"),
-            (r#"{"account_email":"a@example.com","tos_accepted":"yes"}"#, "tos_accepted"),
-            (r#"{"account_email":"a@example.com","renew_threshold_days":-1}"#, "renew_threshold_days"),
-            (r#"{"account_email":"a@example.com","storage":"redis"}"#, "use storage \"s3\""),
-            (r#"{"account_email":"a@example.com","storage":"s3"}"#, "storage_config.s3: is required"),
-            (r#"{"account_email":"a@example.com","storage_config":{"s3":{"bucket":"b","x":1}}}"#, "storage_config.s3"),
+            (
+                r#"{"account_email":"a@example.com","api_uri":"ftp://x"}"#,
+                "api_uri",
+            ),
+            (
+                r#"{"account_email":"a@example.com","domains":["a..b"]}"#,
+                "domains[0]",
+            ),
+            (
+                r#"{"account_email":"a@example.com","domains":["*.*.x.com"]}"#,
+                "domains[0]",
+            ),
+            (
+                r#"{"account_email":"a@example.com","eab_kid":"k"}"#,
+                "eab_hmac_key",
+            ),
+            (
+                r#"{"account_email":"a@example.com","tos_accepted":"yes"}"#,
+                "tos_accepted",
+            ),
+            (
+                r#"{"account_email":"a@example.com","renew_threshold_days":-1}"#,
+                "renew_threshold_days",
+            ),
+            (
+                r#"{"account_email":"a@example.com","storage":"redis"}"#,
+                "use storage \"s3\"",
+            ),
+            (
+                r#"{"account_email":"a@example.com","storage":"s3"}"#,
+                "storage_config.s3: is required",
+            ),
+            (
+                r#"{"account_email":"a@example.com","storage_config":{"s3":{"bucket":"b","x":1}}}"#,
+                "storage_config.s3",
+            ),
         ];
         for (json, want) in cases {
             let got = err(json);
@@ -406,8 +454,10 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.api_uri, "https://ca.test:14000/directory");
         assert_eq!(c.store, StoreUrl::parse("s3://my-bucket/p").ok());
-        let pebble = Config::from_json(r#"{"account_email":"a@example.com","api_uri":"https://127.0.0.1:14000/dir"}"#)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let pebble = Config::from_json(
+            r#"{"account_email":"a@example.com","api_uri":"https://127.0.0.1:14000/dir"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pebble.api_uri, "https://127.0.0.1:14000/dir");
     }
 

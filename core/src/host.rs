@@ -143,7 +143,11 @@ mod tests {
             ("localhost", "localhost"),
         ];
         for (input, want) in cases {
-            assert_eq!(Host::parse(input).map(|h| h.0), Ok(want.to_owned()), "{input}");
+            assert_eq!(
+                Host::parse(input).map(|h| h.0),
+                Ok(want.to_owned()),
+                "{input}"
+            );
         }
     }
 

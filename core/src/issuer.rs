@@ -6,7 +6,10 @@ use bytes::Bytes;
 use instant_acme::{
     AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, RetryPolicy,
 };
-use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize};
+use rcgen::{
+    CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
+    RsaKeySize,
+};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -100,8 +103,13 @@ impl Issuer {
             });
         }
         let started = OffsetDateTime::now_utc();
-        let attempt =
-            Lease::try_take(Arc::clone(&self.store), host, self.options.lease_ttl, started).await?;
+        let attempt = Lease::try_take(
+            Arc::clone(&self.store),
+            host,
+            self.options.lease_ttl,
+            started,
+        )
+        .await?;
         match attempt {
             LeaseAttempt::Taken(lease) => {
                 let result = self.issue_under_lease(host).await;
@@ -115,7 +123,11 @@ impl Issuer {
         }
     }
 
-    async fn wait_for_other(&self, host: &Host, started: OffsetDateTime) -> Result<CertificateRecord> {
+    async fn wait_for_other(
+        &self,
+        host: &Host,
+        started: OffsetDateTime,
+    ) -> Result<CertificateRecord> {
         info!(%host, "another issuer holds the lease; waiting for its result");
         let deadline = tokio::time::Instant::now() + self.options.wait_timeout;
         while Lease::is_held(&*self.store, host, OffsetDateTime::now_utc()).await? {
@@ -178,12 +190,13 @@ impl Issuer {
             if authorization.status == AuthorizationStatus::Valid {
                 continue;
             }
-            let mut challenge = authorization
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| Error::Refused {
-                    host: host.clone(),
-                    message: "the CA offered no http-01 challenge".to_owned(),
-                })?;
+            let mut challenge =
+                authorization
+                    .challenge(ChallengeType::Http01)
+                    .ok_or_else(|| Error::Refused {
+                        host: host.clone(),
+                        message: "the CA offered no http-01 challenge".to_owned(),
+                    })?;
             let token = ChallengeToken::parse(&challenge.token).ok_or_else(|| Error::Refused {
                 host: host.clone(),
                 message: "the CA sent a challenge token that is not base64url".to_owned(),
@@ -210,7 +223,10 @@ impl Issuer {
         if status != OrderStatus::Ready {
             return Err(Error::Refused {
                 host: host.clone(),
-                message: format!("the CA did not validate the host: {}", failure_of(order).await),
+                message: format!(
+                    "the CA did not validate the host: {}",
+                    failure_of(order).await
+                ),
             });
         }
 

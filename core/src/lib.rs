@@ -61,8 +61,8 @@ pub use self::{
     lease::{Lease, LeaseAttempt},
     listing::CertificateInfo,
     record::{CertificateRecord, LeafCertificate},
-    selfcheck::ConnectTo,
     secret::Secret,
+    selfcheck::ConnectTo,
     storage::{
         DEFAULT_STORE, ETag, LocalDirStorage, S3Storage, Storage, StorageKey, StorageKeys,
         StoreUrl, StoredObject,

@@ -58,7 +58,11 @@ impl CertificateInfo {
     }
 
     /// The listing entry for `host`, or `None` when nothing is stored for it.
-    pub async fn of_host(store: &dyn Storage, host: &Host, now: OffsetDateTime) -> Result<Option<Self>> {
+    pub async fn of_host(
+        store: &dyn Storage,
+        host: &Host,
+        now: OffsetDateTime,
+    ) -> Result<Option<Self>> {
         let Some(object) = store.get(&StorageKeys::cert(host)).await? else {
             return Ok(None);
         };
@@ -76,7 +80,9 @@ impl CertificateInfo {
             match Self::of_host(store, &host, now).await {
                 Ok(Some(info)) => listed.push(info),
                 Ok(None) => {}
-                Err(e) => warn!(%host, error = %e, "left an unreadable certificate out of the listing"),
+                Err(e) => {
+                    warn!(%host, error = %e, "left an unreadable certificate out of the listing")
+                }
             }
         }
         Ok(listed)

@@ -63,8 +63,8 @@ impl CertificateRecord {
     /// Reads a stored record, refusing anything that does not hold together.
     pub fn from_json(host: &Host, bytes: &[u8]) -> Result<Self> {
         let key = StorageKeys::cert(host);
-        let record: Self =
-            serde_json::from_slice(bytes).map_err(|e| Error::corrupt(key.as_str(), e.to_string()))?;
+        let record: Self = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(key.as_str(), e.to_string()))?;
         if &record.host != host {
             return Err(Error::corrupt(
                 key.as_str(),
@@ -181,7 +181,13 @@ impl LeafCertificate {
                     .collect()
             })
             .unwrap_or_default();
-        let pubkey_type = match cert.public_key().algorithm.algorithm.to_id_string().as_str() {
+        let pubkey_type = match cert
+            .public_key()
+            .algorithm
+            .algorithm
+            .to_id_string()
+            .as_str()
+        {
             "1.2.840.113549.1.1.1" => "rsaEncryption".to_owned(),
             "1.2.840.10045.2.1" => "id-ecPublicKey".to_owned(),
             other => other.to_owned(),
@@ -217,5 +223,4 @@ mod tests {
         assert_eq!(hex_pairs(&[0x93, 0xb8, 0x0a]), "93:B8:0A");
         assert_eq!(hex_pairs(&[]), "");
     }
-
 }

@@ -58,7 +58,11 @@ impl ConnectTo {
             let host_ok = rule.from_host.is_empty() || rule.from_host.eq_ignore_ascii_case(host);
             let port_ok = rule.from_port.is_empty() || rule.from_port == port.to_string();
             if host_ok && port_ok {
-                let to_host = if rule.to_host.is_empty() { host } else { &rule.to_host };
+                let to_host = if rule.to_host.is_empty() {
+                    host
+                } else {
+                    &rule.to_host
+                };
                 let to_port = rule.to_port.parse().unwrap_or(port);
                 return (to_host.to_owned(), to_port);
             }
@@ -98,25 +102,31 @@ impl<'a> Http01SelfCheck<'a> {
         if let Err(e) = self.store.delete(&key).await {
             tracing::warn!(%host, error = %e, "could not remove the test token");
         }
-        let (status, body) = fetched.map_err(|_| "timed out fetching the challenge".to_owned())??;
+        let (status, body) =
+            fetched.map_err(|_| "timed out fetching the challenge".to_owned())??;
         if status != StatusCode::OK {
             return Err(format!("unexpected status code {}", status.as_u16()));
         }
         if body.trim_end() != expected {
-            return Err("unexpected response body: the edge answered with other content".to_owned());
+            return Err(
+                "unexpected response body: the edge answered with other content".to_owned(),
+            );
         }
         Ok(())
     }
 
-    async fn fetch(&self, host: &Host, token: &ChallengeToken) -> Result<(StatusCode, String), String> {
+    async fn fetch(
+        &self,
+        host: &Host,
+        token: &ChallengeToken,
+    ) -> Result<(StatusCode, String), String> {
         let (to_host, to_port) = ConnectTo::resolve(self.connect_to, host.as_str(), 80);
         let stream = TcpStream::connect((to_host.as_str(), to_port))
             .await
             .map_err(|e| format!("could not connect to {host} ({to_host}:{to_port}): {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("HTTP handshake with {host} failed: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake with {host} failed: {e}"))?;
         tokio::spawn(connection);
         let request = Request::get(format!("/.well-known/acme-challenge/{token}"))
             .header(header::HOST, host.as_str())
@@ -144,9 +154,18 @@ mod tests {
     fn connect_to_like_curl() {
         let rules = ConnectTo::parse_list("a.test:80:127.0.0.1:8080, :80::9090")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(ConnectTo::resolve(&rules, "a.test", 80), ("127.0.0.1".to_owned(), 8080));
-        assert_eq!(ConnectTo::resolve(&rules, "b.test", 80), ("b.test".to_owned(), 9090));
-        assert_eq!(ConnectTo::resolve(&rules, "b.test", 81), ("b.test".to_owned(), 81));
+        assert_eq!(
+            ConnectTo::resolve(&rules, "a.test", 80),
+            ("127.0.0.1".to_owned(), 8080)
+        );
+        assert_eq!(
+            ConnectTo::resolve(&rules, "b.test", 80),
+            ("b.test".to_owned(), 9090)
+        );
+        assert_eq!(
+            ConnectTo::resolve(&rules, "b.test", 81),
+            ("b.test".to_owned(), 81)
+        );
         assert!(ConnectTo::parse_list("a:b:c").is_err());
     }
 }

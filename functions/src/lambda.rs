@@ -5,7 +5,10 @@ use certbucket_core::AdminApi;
 use lambda_http::{Body, Request, Response};
 
 /// Answers one HTTP API event with `api`; the Lambda `main`s hand this to `lambda_http::run`.
-pub async fn handle_lambda(api: &AdminApi, event: Request) -> Result<Response<Body>, lambda_http::Error> {
+pub async fn handle_lambda(
+    api: &AdminApi,
+    event: Request,
+) -> Result<Response<Body>, lambda_http::Error> {
     let (parts, body) = event.into_parts();
     let body = match body {
         Body::Empty => Bytes::new(),

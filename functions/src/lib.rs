@@ -9,11 +9,7 @@ mod lambda;
 mod serve;
 mod settings;
 
-pub use self::{
-    lambda::handle_lambda,
-    serve::serve_admin,
-    settings::Settings,
-};
+pub use self::{lambda::handle_lambda, serve::serve_admin, settings::Settings};
 pub use certbucket_core::AdminApi;
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the default `info`.

@@ -27,12 +27,15 @@ pub struct Settings {
 impl Settings {
     /// Loads and validates the config; a missing `--config` is an error that says how to give one.
     pub fn load_config(&self) -> Result<Config> {
-        let arg = self.config.as_deref().ok_or_else(|| certbucket_core::Error::Config {
-            field: "--config".to_owned(),
-            message: "is required: give --config FILE (or CERTBUCKET_CONFIG) with at least \
+        let arg = self
+            .config
+            .as_deref()
+            .ok_or_else(|| certbucket_core::Error::Config {
+                field: "--config".to_owned(),
+                message: "is required: give --config FILE (or CERTBUCKET_CONFIG) with at least \
                       account_email"
-                .to_owned(),
-        })?;
+                    .to_owned(),
+            })?;
         Config::load(arg)
     }
 

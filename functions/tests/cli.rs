@@ -2,7 +2,10 @@
 //! nothing; `list` prints exactly what `GET /acme/certificates` answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 fn store_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("certbucket-cli-{tag}-{}", std::process::id()));
@@ -12,7 +15,7 @@ fn store_dir(tag: &str) -> PathBuf {
 
 const CONFIG: &str = r#"{"account_email":"ops@example.test","api_uri":"https://127.0.0.1:9/dir","tos_accepted":true}"#;
 
-fn certbucket(store: &PathBuf, config: &str, args: &[&str]) -> (bool, String, String) {
+fn certbucket(store: &Path, config: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_certbucket"))
         .arg("--config")
         .arg(config)
@@ -29,7 +32,7 @@ fn certbucket(store: &PathBuf, config: &str, args: &[&str]) -> (bool, String, St
     )
 }
 
-fn files_under(dir: &PathBuf) -> Vec<PathBuf> {
+fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.join("v1")];
     while let Some(d) = pending.pop() {
@@ -52,14 +55,21 @@ fn apply_refuses_bad_hosts_with_one_line_and_writes_nothing() {
         ("a..b", "invalid host: a host must not have empty labels"),
         ("x/y", "invalid host: a host must not contain '/'"),
         ("h:80", "port is not allowed in host"),
-        (long.as_str(), "invalid host: a host must be at most 253 characters"),
+        (
+            long.as_str(),
+            "invalid host: a host must be at most 253 characters",
+        ),
         ("", "host must be provided and containing a single domain"),
     ] {
         let (ok, stdout, stderr) = certbucket(&store, CONFIG, &["apply", "--host", host]);
         assert!(!ok, "{host}");
         assert!(stdout.is_empty(), "{host}: {stdout}");
         assert_eq!(stderr.lines().count(), 1, "{host}: {stderr}");
-        assert_eq!(stderr.trim_end(), format!("certbucket: {reason} (HTTP 400)"), "{host}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("certbucket: {reason} (HTTP 400)"),
+            "{host}"
+        );
     }
     assert!(files_under(&store).is_empty(), "{:?}", files_under(&store));
 }
@@ -70,7 +80,10 @@ fn apply_reports_an_unreachable_ca_in_one_line() {
     let (ok, _, stderr) = certbucket(&store, CONFIG, &["apply", "--host", "a.example.test"]);
     assert!(!ok);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("certbucket: failed to update certificate: "), "{stderr}");
+    assert!(
+        stderr.starts_with("certbucket: failed to update certificate: "),
+        "{stderr}"
+    );
     assert!(stderr.trim_end().ends_with("(HTTP 500)"), "{stderr}");
     // Only the (released) lease may remain: no certificate, no challenge, no account.
     let left: Vec<_> = files_under(&store)
@@ -84,16 +97,31 @@ fn apply_reports_an_unreachable_ca_in_one_line() {
 fn bad_configs_fail_at_start_naming_the_field() {
     let store = store_dir("bad-config");
     for (config, field) in [
-        (r#"{"account_email":"ops@example.test","cert_typ":"ecc"}"#, "invalid config: cert_typ: unknown field `cert_typ`"),
-        (r#"{"account_email":"ops@example.test","cert_type":"dsa"}"#, "invalid config: cert_type: expected one of: rsa, ecc"),
-        (r#"{"account_email":"ops@example.test","storage":"redis"}"#, "invalid config: storage: certbucket keeps its state in object storage"),
+        (
+            r#"{"account_email":"ops@example.test","cert_typ":"ecc"}"#,
+            "invalid config: cert_typ: unknown field `cert_typ`",
+        ),
+        (
+            r#"{"account_email":"ops@example.test","cert_type":"dsa"}"#,
+            "invalid config: cert_type: expected one of: rsa, ecc",
+        ),
+        (
+            r#"{"account_email":"ops@example.test","storage":"redis"}"#,
+            "invalid config: storage: certbucket keeps its state in object storage",
+        ),
     ] {
         let (ok, _, stderr) = certbucket(&store, config, &["list"]);
         assert!(!ok, "{config}");
-        assert!(stderr.starts_with(&format!("certbucket: {field}")), "{config}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("certbucket: {field}")),
+            "{config}: {stderr}"
+        );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
-    assert!(!store.exists(), "a bad config must not even create the store");
+    assert!(
+        !store.exists(),
+        "a bad config must not even create the store"
+    );
 }
 
 #[test]
@@ -104,5 +132,8 @@ fn list_prints_the_admin_api_answer() {
     assert_eq!(stdout, "{\"data\":[]}\n");
     let (ok, stdout, stderr) = certbucket(&store, CONFIG, &["list", "none.example.test"]);
     assert!(!ok, "{stdout}");
-    assert_eq!(stderr.trim_end(), "certbucket: certificate for host none.example.test not found in storage (HTTP 404)");
+    assert_eq!(
+        stderr.trim_end(),
+        "certbucket: certificate for host none.example.test not found in storage (HTTP 404)"
+    );
 }

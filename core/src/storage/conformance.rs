@@ -25,7 +25,10 @@ pub async fn run(store: Arc<dyn Storage>) {
 
 async fn get_put_delete(store: &dyn Storage) {
     let key = StorageKeys::cert(&host("get-put.test"));
-    assert!(store.get(&key).await.unwrap().is_none(), "missing object is None");
+    assert!(
+        store.get(&key).await.unwrap().is_none(),
+        "missing object is None"
+    );
     let etag = store.put(&key, Bytes::from_static(b"one")).await.unwrap();
     let got = store.get(&key).await.unwrap().expect("object after put");
     assert_eq!(got.bytes, Bytes::from_static(b"one"));
@@ -34,17 +37,30 @@ async fn get_put_delete(store: &dyn Storage) {
     assert_ne!(etag, etag2, "new content, new tag");
     store.delete(&key).await.unwrap();
     assert!(store.get(&key).await.unwrap().is_none(), "deleted");
-    store.delete(&key).await.expect("deleting a missing object is fine");
+    store
+        .delete(&key)
+        .await
+        .expect("deleting a missing object is fine");
 }
 
 async fn create_if_absent(store: &dyn Storage) {
     let key = StorageKeys::lock(&host("create.test"));
-    let first = store.create(&key, Bytes::from_static(b"first")).await.unwrap();
+    let first = store
+        .create(&key, Bytes::from_static(b"first"))
+        .await
+        .unwrap();
     assert!(first.is_some(), "create on a missing key wins");
-    let second = store.create(&key, Bytes::from_static(b"second")).await.unwrap();
+    let second = store
+        .create(&key, Bytes::from_static(b"second"))
+        .await
+        .unwrap();
     assert!(second.is_none(), "create on an existing key loses");
     let got = store.get(&key).await.unwrap().unwrap();
-    assert_eq!(got.bytes, Bytes::from_static(b"first"), "the loser wrote nothing");
+    assert_eq!(
+        got.bytes,
+        Bytes::from_static(b"first"),
+        "the loser wrote nothing"
+    );
 }
 
 async fn replace_if_unchanged(store: &dyn Storage) {
@@ -55,15 +71,24 @@ async fn replace_if_unchanged(store: &dyn Storage) {
         .await
         .unwrap()
         .expect("replace at the current tag wins");
-    let stale = store.replace(&key, Bytes::from_static(b"v3"), &v1).await.unwrap();
+    let stale = store
+        .replace(&key, Bytes::from_static(b"v3"), &v1)
+        .await
+        .unwrap();
     assert!(stale.is_none(), "replace at a stale tag loses");
     let got = store.get(&key).await.unwrap().unwrap();
     assert_eq!((got.bytes, got.etag), (Bytes::from_static(b"v2"), v2));
 
     let missing = StorageKeys::renewal(&host("missing.test"));
-    let gone = store.replace(&missing, Bytes::from_static(b"x"), &v1).await.unwrap();
+    let gone = store
+        .replace(&missing, Bytes::from_static(b"x"), &v1)
+        .await
+        .unwrap();
     assert!(gone.is_none(), "replace of a missing object loses");
-    assert!(store.get(&missing).await.unwrap().is_none(), "and writes nothing");
+    assert!(
+        store.get(&missing).await.unwrap().is_none(),
+        "and writes nothing"
+    );
 }
 
 async fn racing_creates_have_one_winner(store: Arc<dyn Storage>) {
@@ -87,7 +112,11 @@ async fn racing_replaces_have_one_winner(store: Arc<dyn Storage>) {
     let tasks: Vec<_> = (0..12)
         .map(|i| {
             let (store, key, base) = (Arc::clone(&store), key.clone(), base.clone());
-            tokio::spawn(async move { store.replace(&key, Bytes::from(format!("{i}")), &base).await })
+            tokio::spawn(async move {
+                store
+                    .replace(&key, Bytes::from(format!("{i}")), &base)
+                    .await
+            })
         })
         .collect();
     let mut winners = 0;
@@ -100,7 +129,10 @@ async fn racing_replaces_have_one_winner(store: Arc<dyn Storage>) {
 async fn list_is_sorted_and_scoped(store: &dyn Storage) {
     for name in ["b.list.test", "a.list.test", "c.list.test"] {
         store
-            .put(&StorageKeys::request(&host(name)), Bytes::from_static(b"{}"))
+            .put(
+                &StorageKeys::request(&host(name)),
+                Bytes::from_static(b"{}"),
+            )
             .await
             .unwrap();
     }
@@ -118,5 +150,8 @@ async fn list_is_sorted_and_scoped(store: &dyn Storage) {
         .collect();
     assert_eq!(listed, ["a.list.test", "b.list.test", "c.list.test"]);
     let everything = store.list(&StorageKeys::everything()).await.unwrap();
-    assert!(everything.contains(&StorageKeys::manifest()), "{everything:?}");
+    assert!(
+        everything.contains(&StorageKeys::manifest()),
+        "{everything:?}"
+    );
 }

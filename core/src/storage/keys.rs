@@ -163,15 +163,24 @@ mod tests {
         }
         let account = StorageKeys::account("https://ca/dir", "a@b.c");
         assert!(account.as_str().starts_with("v1/accounts/"));
-        assert_eq!(account.as_str().len(), "v1/accounts/".len() + 64 + 1 + 64 + 5);
+        assert_eq!(
+            account.as_str().len(),
+            "v1/accounts/".len() + 64 + 1 + 64 + 5
+        );
         assert_ne!(account, StorageKeys::account("https://ca/dir", "x@b.c"));
     }
 
     #[test]
     fn reads_hosts_back() {
         let h = host("a.example.com");
-        assert_eq!(StorageKeys::host_of_cert(&StorageKeys::cert(&h)), Some(h.clone()));
-        assert_eq!(StorageKeys::host_of_request(&StorageKeys::request(&h)), Some(h.clone()));
+        assert_eq!(
+            StorageKeys::host_of_cert(&StorageKeys::cert(&h)),
+            Some(h.clone())
+        );
+        assert_eq!(
+            StorageKeys::host_of_request(&StorageKeys::request(&h)),
+            Some(h.clone())
+        );
         assert_eq!(StorageKeys::host_of_cert(&StorageKeys::renewal(&h)), None);
         assert_eq!(StorageKeys::host_of_cert(&StorageKeys::manifest()), None);
         assert!(StorageKey::from_listing("v1/../x").is_none());

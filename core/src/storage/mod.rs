@@ -3,11 +3,11 @@
 //! Two implementations keep the same contract, checked by one conformance suite:
 //! [`S3Storage`] (any S3-compatible endpoint) and [`LocalDirStorage`] (the embedded default).
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod fs;
 mod keys;
 mod s3;
-#[cfg(any(test, feature = "conformance"))]
-pub mod conformance;
 
 use std::{fmt, path::PathBuf, sync::Arc};
 
@@ -74,8 +74,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     async fn create(&self, key: &StorageKey, bytes: Bytes) -> Result<Option<ETag>>;
 
     /// Replaces an object only if it is still at `expected`; `Ok(None)` when it changed or vanished.
-    async fn replace(&self, key: &StorageKey, bytes: Bytes, expected: &ETag)
-    -> Result<Option<ETag>>;
+    async fn replace(
+        &self,
+        key: &StorageKey,
+        bytes: Bytes,
+        expected: &ETag,
+    ) -> Result<Option<ETag>>;
 
     /// Removes an object; removing a missing one is not an error.
     async fn delete(&self, key: &StorageKey) -> Result<()>;
@@ -111,9 +115,9 @@ impl StoreUrl {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let bucket_ok = (3..=63).contains(&bucket.len())
-                && bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
             if !bucket_ok {
                 return Err(bad(
                     "the bucket name must be 3 to 63 lowercase letters, digits, '-' or '.'",
@@ -171,13 +175,26 @@ mod tests {
         let good = [
             ("s3://my-bucket", s3("my-bucket", "")),
             ("s3://my-bucket/team/a/", s3("my-bucket", "team/a")),
-            ("file:///var/lib/certbucket", StoreUrl::Dir("/var/lib/certbucket".into())),
-            ("file://./.certbucket", StoreUrl::Dir("./.certbucket".into())),
+            (
+                "file:///var/lib/certbucket",
+                StoreUrl::Dir("/var/lib/certbucket".into()),
+            ),
+            (
+                "file://./.certbucket",
+                StoreUrl::Dir("./.certbucket".into()),
+            ),
         ];
         for (url, want) in good {
             assert_eq!(StoreUrl::parse(url).ok(), Some(want), "{url}");
         }
-        for bad in ["s3://ab", "s3://Upper", "s3://bucket/../x", "file://", "/tmp/x", "gs://b"] {
+        for bad in [
+            "s3://ab",
+            "s3://Upper",
+            "s3://bucket/../x",
+            "file://",
+            "/tmp/x",
+            "gs://b",
+        ] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
         }
     }

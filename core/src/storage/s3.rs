@@ -118,12 +118,13 @@ fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
 
-fn lost_race<E: ProvideErrorMetadata>(
-    err: &SdkError<E, HttpResponse>,
-) -> bool {
+fn lost_race<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     let code = err.as_service_error().and_then(ProvideErrorMetadata::code);
     matches!(status(err), Some(412 | 409))
-        || matches!(code, Some("PreconditionFailed" | "ConditionalRequestConflict"))
+        || matches!(
+            code,
+            Some("PreconditionFailed" | "ConditionalRequestConflict")
+        )
 }
 
 /// The SDK's `Display` is terse ("service error"); keep the code and message for operators.

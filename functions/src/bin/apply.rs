@@ -15,5 +15,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     init_logging();
     let api = Args::parse().settings.admin_api().await?;
     let api = &api;
-    lambda_http::run(lambda_http::service_fn(move |event| handle_lambda(api, event))).await
+    lambda_http::run(lambda_http::service_fn(move |event| {
+        handle_lambda(api, event)
+    }))
+    .await
 }

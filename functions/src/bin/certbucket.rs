@@ -103,7 +103,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .ok()
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
         .unwrap_or(body);
-    eprintln!("certbucket: {} ({})", reason.replace('\n', " "), status_text(response.status()));
+    eprintln!(
+        "certbucket: {} ({})",
+        reason.replace('\n', " "),
+        status_text(response.status())
+    );
     Ok(ExitCode::FAILURE)
 }
 
