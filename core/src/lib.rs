@@ -31,6 +31,7 @@
 //! - [`AcmeAccounts`]: loads the stored ACME account or creates and stores one.
 //! - [`Issuer`]: runs one issuance for one host, end to end.
 //! - [`AdminApi`]: the admin routes (`/acme`, `/acme/certificates`).
+//! - [`RenewalPolicy`]: when a certificate is due, from `renew_threshold_days` and its lifetime.
 //! - [`Secret`]: key material that never prints.
 
 mod account;
@@ -44,6 +45,7 @@ mod issuer;
 mod lease;
 mod listing;
 mod record;
+mod renewal;
 mod secret;
 mod selfcheck;
 pub mod storage;
@@ -61,6 +63,7 @@ pub use self::{
     lease::{Lease, LeaseAttempt},
     listing::CertificateInfo,
     record::{CertificateRecord, LeafCertificate},
+    renewal::RenewalPolicy,
     secret::Secret,
     selfcheck::ConnectTo,
     storage::{

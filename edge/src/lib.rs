@@ -1,1 +1,27 @@
-//! placeholder
+//! certbucket's edge: answers http-01 challenges from the store on port 80 (and redirects the
+//! rest to https), terminates TLS on port 443 with the certificate the store holds for the
+//! ClientHello's SNI, and reverse-proxies every request to one plain-HTTP upstream.
+//!
+//! The edge only reads the store. Names the store has no certificate for get a self-signed
+//! default certificate (`certbucket.invalid`); certificates are cached in memory and re-read
+//! every few minutes, and a failed re-read keeps the last good one.
+//!
+//! Nouns: [`Edge`] (the listeners and their shutdown), `Http01Service` (port-80 answers),
+//! `CertResolver` (SNI to TLS configuration, the only rustls-specific code), `CertCache`
+//! (positive and negative cache), `Proxy` (the upstream client), [`AdminServer`] (`/healthz`).
+
+mod admin;
+mod cache;
+mod challenge;
+mod error;
+mod proxy;
+mod resolver;
+mod server;
+#[cfg(test)]
+mod testing;
+
+pub use self::{
+    admin::AdminServer,
+    error::EdgeError,
+    server::{Edge, EdgeConfig},
+};
