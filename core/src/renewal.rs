@@ -60,18 +60,22 @@ mod tests {
         let hours = Duration::hours;
         // (threshold days, lifetime, expected window)
         let cases = [
-            (14.0, days(90), days(14)),         // Let's Encrypt's 90 days: Kong's rule
-            (14.0, days(30), days(14)),         // 14 < 15: still Kong's rule
-            (14.0, days(28), days(28) / 3),     // 14 >= 14: a third
-            (14.0, days(20), days(20) / 3),     // a third
-            (14.0, days(6), days(3)),           // short-lived: half
-            (14.0, hours(160), hours(80)),      // LE's 6.67-day certificates: half
-            (30.0, days(5 * 365), days(30)),    // Pebble's 5-year certificates
-            (0.0, days(90), days(0)),           // never early
+            (14.0, days(90), days(14)),      // Let's Encrypt's 90 days: Kong's rule
+            (14.0, days(30), days(14)),      // 14 < 15: still Kong's rule
+            (14.0, days(28), days(28) / 3),  // 14 >= 14: a third
+            (14.0, days(20), days(20) / 3),  // a third
+            (14.0, days(6), days(3)),        // short-lived: half
+            (14.0, hours(160), hours(80)),   // LE's 6.67-day certificates: half
+            (30.0, days(5 * 365), days(30)), // Pebble's 5-year certificates
+            (0.0, days(90), days(0)),        // never early
         ];
         for (threshold, lifetime, want) in cases {
             let policy = RenewalPolicy::new(threshold);
-            assert_eq!(policy.window(start, start + lifetime), want, "{threshold} {lifetime}");
+            assert_eq!(
+                policy.window(start, start + lifetime),
+                want,
+                "{threshold} {lifetime}"
+            );
         }
     }
 
