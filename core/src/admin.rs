@@ -99,6 +99,10 @@ impl AdminApi {
                     &format!("certificate for host {host} is created"),
                 )
             }
+            Err(e @ Error::BackingOff { .. }) => message(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("failed to update certificate: {e}"),
+            ),
             Err(Error::InProgress { host }) => message(
                 StatusCode::CONFLICT,
                 &format!("issuance for host {host} is in progress; try again shortly"),

@@ -78,6 +78,14 @@ pub enum Error {
         /// The host concerned.
         host: Host,
     },
+    /// The last attempt for `host` failed and `fail_backoff_minutes` has not passed yet.
+    #[error("the last issuance for {host} failed; no new attempt before {} (fail_backoff_minutes)", format_unix(*until))]
+    BackingOff {
+        /// The host concerned.
+        host: Host,
+        /// When a new attempt is allowed, Unix seconds.
+        until: i64,
+    },
     /// Key or certificate material could not be built or parsed.
     #[error("certificate material for {host}: {message}")]
     Crypto {
@@ -118,6 +126,16 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+fn format_unix(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| at.to_string())
 }
 
 /// Result with the core [`Error`].

@@ -21,6 +21,7 @@ use crate::{
     host::Host,
     lease::{Lease, LeaseAttempt},
     record::CertificateRecord,
+    renewal_record::RenewalRecord,
     secret::Secret,
     storage::{Storage, StorageKeys},
 };
@@ -103,6 +104,13 @@ impl Issuer {
             });
         }
         let started = OffsetDateTime::now_utc();
+        let history = RenewalRecord::load(&*self.store, host).await?;
+        if let Some(until) = history.and_then(|h| h.backing_off_until(started)) {
+            return Err(Error::BackingOff {
+                host: host.clone(),
+                until: until.unix_timestamp(),
+            });
+        }
         let attempt = Lease::try_take(
             Arc::clone(&self.store),
             host,
@@ -113,6 +121,7 @@ impl Issuer {
         match attempt {
             LeaseAttempt::Taken(lease) => {
                 let result = self.issue_under_lease(host).await;
+                self.record_outcome(host, &result).await;
                 if let Err(e) = lease.release().await {
                     // The lease runs out by itself; the certificate (if any) is stored already.
                     warn!(%host, error = %e, "could not release the lease");
@@ -143,6 +152,23 @@ impl Issuer {
                 message: "a concurrent issuance for this host ended without a certificate"
                     .to_owned(),
             }),
+        }
+    }
+
+    /// Writes the renewal record: a success clears the backoff, a failure starts it.
+    async fn record_outcome(&self, host: &Host, result: &Result<CertificateRecord>) {
+        let now = OffsetDateTime::now_utc();
+        let recorded = match result {
+            Ok(_) => RenewalRecord::record_success(&*self.store, host, now).await,
+            Err(e) => {
+                let backoff = time::Duration::seconds_f64(self.config.fail_backoff_minutes * 60.0);
+                RenewalRecord::record_failure(&*self.store, host, now, &e.to_string(), backoff)
+                    .await
+                    .map(drop)
+            }
+        };
+        if let Err(e) = recorded {
+            warn!(%host, error = %e, "could not write the renewal record");
         }
     }
 

@@ -32,6 +32,7 @@
 //! - [`Issuer`]: runs one issuance for one host, end to end.
 //! - [`AdminApi`]: the admin routes (`/acme`, `/acme/certificates`).
 //! - [`RenewalPolicy`]: when a certificate is due, from `renew_threshold_days` and its lifetime.
+//! - [`RenewalRecord`]: a host's last attempts and its failure backoff.
 //! - [`Secret`]: key material that never prints.
 
 mod account;
@@ -46,6 +47,7 @@ mod lease;
 mod listing;
 mod record;
 mod renewal;
+mod renewal_record;
 mod secret;
 mod selfcheck;
 pub mod storage;
@@ -64,6 +66,7 @@ pub use self::{
     listing::CertificateInfo,
     record::{CertificateRecord, LeafCertificate},
     renewal::RenewalPolicy,
+    renewal_record::RenewalRecord,
     secret::Secret,
     selfcheck::ConnectTo,
     storage::{

@@ -85,12 +85,22 @@ fn apply_reports_an_unreachable_ca_in_one_line() {
         "{stderr}"
     );
     assert!(stderr.trim_end().ends_with("(HTTP 500)"), "{stderr}");
-    // Only the (released) lease may remain: no certificate, no challenge, no account.
+    // Only the (released) lease and the failure record remain: no certificate, no account.
     let left: Vec<_> = files_under(&store)
         .into_iter()
         .filter(|p| !p.to_string_lossy().contains("/v1/locks/"))
+        .map(|p| p.strip_prefix(&store).unwrap().display().to_string())
         .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(left, ["v1/renewals/a.example.test.json"]);
+
+    // The failure starts fail_backoff_minutes (5 by default): the next apply does not retry.
+    let (ok, _, stderr) = certbucket(&store, CONFIG, &["apply", "--host", "a.example.test"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("the last issuance for a.example.test failed; no new attempt before "),
+        "{stderr}"
+    );
+    assert!(stderr.trim_end().ends_with("(HTTP 429)"), "{stderr}");
 }
 
 #[test]
