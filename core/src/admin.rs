@@ -1,6 +1,8 @@
 //! `AdminApi`: Kong's acme admin routes as a plain `http::Request -> http::Response` router,
 //! so the same code answers in Lambda (lambda_http) and in a local server (hyper).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
@@ -20,11 +22,26 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 const MISSING_HOST: &str = "host must be provided and containing a single domain";
 
-/// The admin API: `POST /acme`, `GET /acme/certificates[/{host}]`.
-#[derive(Debug, Clone)]
+/// Starts a renew-all run in the background: a task in a local server, an asynchronous
+/// invocation in Lambda. `Ok(false)` means one was already running.
+pub type RenewalTrigger = Arc<dyn Fn() -> Result<bool, String> + Send + Sync>;
+
+/// The admin API: `POST /acme`, `PATCH /acme`, `GET /acme/certificates[/{host}]`.
+#[derive(Clone)]
 pub struct AdminApi {
     issuer: Issuer,
     connect_to: Vec<ConnectTo>,
+    renewal: Option<RenewalTrigger>,
+}
+
+impl std::fmt::Debug for AdminApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminApi")
+            .field("issuer", &self.issuer)
+            .field("connect_to", &self.connect_to)
+            .field("renewal", &self.renewal.is_some())
+            .finish()
+    }
 }
 
 impl AdminApi {
@@ -33,7 +50,19 @@ impl AdminApi {
         Self {
             issuer,
             connect_to: Vec::new(),
+            renewal: None,
         }
+    }
+
+    /// The issuer behind the routes.
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+
+    /// Lets `PATCH /acme` start renewals through `trigger`.
+    pub fn with_renewal_trigger(mut self, trigger: RenewalTrigger) -> Self {
+        self.renewal = Some(trigger);
+        self
     }
 
     /// Applies `CERTBUCKET_CONNECT_TO` (curl `--connect-to` syntax, comma-separated) to the
@@ -49,6 +78,7 @@ impl AdminApi {
         let method = request.method().clone();
         match (method, path.as_str()) {
             (Method::POST, "/acme") => self.post_acme(request).await,
+            (Method::PATCH, "/acme") => self.patch_acme(),
             (Method::GET, "/acme/certificates") => self.list(&request).await,
             (Method::GET, p) if p.starts_with("/acme/certificates/") => {
                 self.get_one(&p["/acme/certificates/".len()..]).await
@@ -112,6 +142,27 @@ impl AdminApi {
                 message(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &format!("failed to update certificate: {e}"),
+                )
+            }
+        }
+    }
+
+    fn patch_acme(&self) -> Response<Bytes> {
+        let Some(trigger) = &self.renewal else {
+            return message(
+                StatusCode::NOT_IMPLEMENTED,
+                "background renewal is not configured here: run `certbucket renew-all` or the \
+                 renew-all function",
+            );
+        };
+        match trigger() {
+            Ok(true) => message(StatusCode::ACCEPTED, "Renewal process started successfully"),
+            Ok(false) => message(StatusCode::ACCEPTED, "Renewal process is already running"),
+            Err(e) => {
+                error!(error = %e, "could not start the renewal");
+                message(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("failed to start the renewal process: {e}"),
                 )
             }
         }
@@ -270,8 +321,6 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Bytes> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::{
         config::Config,
@@ -426,5 +475,39 @@ mod tests {
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.body().as_ref(), br#"{"data":[]}"#);
+    }
+
+    #[tokio::test]
+    async fn patch_starts_one_background_renewal() {
+        tls::install_crypto_provider();
+        let (api, _) = api("patch").await;
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&started);
+        let api = api.with_renewal_trigger(Arc::new(move || {
+            // The first call starts a run; later ones find it still running.
+            Ok(counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0)
+        }));
+        let patch = || {
+            Request::patch("/acme")
+                .body(Bytes::new())
+                .unwrap_or_default()
+        };
+        let first = answer(&api, patch()).await;
+        assert_eq!(
+            first,
+            (
+                StatusCode::ACCEPTED,
+                "Renewal process started successfully".to_owned()
+            )
+        );
+        let second = answer(&api, patch()).await;
+        assert_eq!(
+            second,
+            (
+                StatusCode::ACCEPTED,
+                "Renewal process is already running".to_owned()
+            )
+        );
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -33,6 +33,7 @@
 //! - [`AdminApi`]: the admin routes (`/acme`, `/acme/certificates`).
 //! - [`RenewalPolicy`]: when a certificate is due, from `renew_threshold_days` and its lifetime.
 //! - [`RenewalRecord`]: a host's last attempts and its failure backoff.
+//! - [`Renewer`]: one renew-all run; [`RenewalReport`] says what it did, host by host.
 //! - [`Secret`]: key material that never prints.
 
 mod account;
@@ -48,6 +49,7 @@ mod listing;
 mod record;
 mod renewal;
 mod renewal_record;
+mod renewer;
 mod secret;
 mod selfcheck;
 pub mod storage;
@@ -55,7 +57,7 @@ pub mod tls;
 
 pub use self::{
     account::{AcmeAccounts, AcmeHttpFactory},
-    admin::{AdminApi, MAX_BODY_BYTES, message as json_message},
+    admin::{AdminApi, MAX_BODY_BYTES, RenewalTrigger, message as json_message},
     challenge::ChallengeToken,
     config::{CertType, Config, EabCredentials, LETS_ENCRYPT},
     domains::{DomainPattern, DomainPolicy},
@@ -67,6 +69,7 @@ pub use self::{
     record::{CertificateRecord, LeafCertificate},
     renewal::RenewalPolicy,
     renewal_record::RenewalRecord,
+    renewer::{RenewalFailure, RenewalReport, Renewer},
     secret::Secret,
     selfcheck::ConnectTo,
     storage::{

@@ -1,4 +1,4 @@
-//! certbucket's functions: the start-up that the Lambda binaries (`apply`, `list`) and the
+//! certbucket's functions: the start-up that the Lambda binaries (`apply`, `list`, `renew-all`) and the
 //! `certbucket` operator CLI share, and the adapters from Lambda and hyper to [`AdminApi`].
 //!
 //! Every entry point builds one [`AdminApi`] from [`Settings`] and answers requests with it,
@@ -9,7 +9,11 @@ mod lambda;
 mod serve;
 mod settings;
 
-pub use self::{lambda::handle_lambda, serve::serve_admin, settings::Settings};
+pub use self::{
+    lambda::handle_lambda,
+    serve::{local_renewal_trigger, serve_admin},
+    settings::Settings,
+};
 pub use certbucket_core::AdminApi;
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the default `info`.

@@ -3,167 +3,16 @@
 //! validation from the store; the edge then serves each certificate by SNI and proxies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use certbucket_core::{
-    AdminApi, Config, Issuer, IssuerOptions, LeafCertificate, LocalDirStorage, Storage,
-    StorageKeys, tls,
+use certbucket_core::{LocalDirStorage, Storage, StorageKeys};
+use certbucket_tests::{
+    S3Env,
+    stack::{Stack, handshake_and_get},
+    temp_dir,
 };
-use certbucket_edge::{Edge, EdgeConfig};
-use certbucket_tests::{Pebble, S3Env, init_tracing, temp_dir, upstream};
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
-use rustls_pki_types::{CertificateDer, pem::PemObject};
-use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_util::sync::CancellationToken;
-
-/// An edge, a Pebble validating through it, and the admin API issuing into `store`.
-struct Stack {
-    api: AdminApi,
-    store: Arc<dyn Storage>,
-    pebble: Pebble,
-    edge_https: SocketAddr,
-    edge_stop: CancellationToken,
-}
-
-impl Stack {
-    async fn start(store: Arc<dyn Storage>) -> Self {
-        init_tracing();
-        tls::install_crypto_provider();
-        let (upstream_addr, _upstream) = upstream().await.unwrap();
-        let edge = Edge::bind(EdgeConfig {
-            http_listen: "127.0.0.1:0".parse().unwrap(),
-            https_listen: "127.0.0.1:0".parse().unwrap(),
-            upstream: format!("http://{upstream_addr}").parse().unwrap(),
-            store: Arc::clone(&store),
-            redirect_http: true,
-        })
-        .await
-        .unwrap();
-        let pebble = Pebble::start(edge.http_addr().port()).await.unwrap();
-        let edge_https = edge.https_addr();
-        let edge_stop = edge.shutdown_token();
-        tokio::spawn(edge.run());
-
-        let config = Config::from_json(
-            &json!({
-                "account_email": "ops@example.test",
-                "api_uri": pebble.directory_url(),
-                "tos_accepted": true,
-                "cert_type": "ecc",
-                "domains": ["*.example.test"],
-            })
-            .to_string(),
-        )
-        .unwrap();
-        let http = tls::acme_http(Some(pebble.ca_bundle_path())).unwrap();
-        let issuer = Issuer::new(
-            Arc::clone(&store),
-            Arc::new(config),
-            http,
-            IssuerOptions::default(),
-        );
-        Self {
-            api: AdminApi::new(issuer),
-            store,
-            pebble,
-            edge_https,
-            edge_stop,
-        }
-    }
-
-    async fn post_form(&self, host: &str) -> (StatusCode, Value) {
-        let request = Request::post("/acme")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Bytes::from(format!("host={host}")))
-            .unwrap();
-        into_json(self.api.handle(request).await)
-    }
-
-    /// The same route through the Lambda adapter, with a JSON body as API Gateway passes it.
-    async fn post_lambda_json(&self, host: &str) -> (StatusCode, Value) {
-        let event = Request::post("/acme")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(lambda_http::Body::Text(json!({ "host": host }).to_string()))
-            .unwrap();
-        let response = certbucket_functions::handle_lambda(&self.api, event)
-            .await
-            .unwrap();
-        let status = response.status();
-        let body = match response.into_body() {
-            lambda_http::Body::Text(text) => text,
-            other => panic!("unexpected body {other:?}"),
-        };
-        (status, serde_json::from_str(&body).unwrap())
-    }
-
-    async fn get(&self, uri: &str) -> (StatusCode, Value) {
-        let request = Request::get(uri).body(Bytes::new()).unwrap();
-        into_json(self.api.handle(request).await)
-    }
-
-    async fn keys(&self, prefix: &certbucket_core::StorageKey) -> Vec<String> {
-        let keys = self.store.list(prefix).await.unwrap();
-        keys.iter().map(ToString::to_string).collect()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.edge_stop.cancel();
-    }
-}
-
-fn into_json(response: http::Response<Bytes>) -> (StatusCode, Value) {
-    let status = response.status();
-    let body = serde_json::from_slice(response.body()).unwrap();
-    (status, body)
-}
-
-/// A TLS handshake with the edge for `sni`, verified against `root_pem`; returns the leaf and
-/// the body of a `GET /` proxied through it.
-async fn handshake_and_get(
-    edge: SocketAddr,
-    sni: &str,
-    root_pem: &str,
-) -> (LeafCertificate, String) {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(edge).await.unwrap();
-    let name = ServerName::try_from(sni.to_owned()).unwrap();
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .unwrap_or_else(|e| panic!("verified handshake for {sni}: {e}"));
-    let leaf_der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    let leaf = LeafCertificate::from_der(&leaf_der).unwrap();
-
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri("/")
-        .header(header::HOST, sni)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (leaf, String::from_utf8(body.to_vec()).unwrap())
-}
+use http::StatusCode;
+use serde_json::json;
 
 fn assert_kong_pairs(text: &str, bytes: usize) {
     let pairs: Vec<_> = text.split(':').collect();
@@ -177,7 +26,7 @@ fn assert_kong_pairs(text: &str, bytes: usize) {
 }
 
 async fn issue_two_hosts_and_serve_them(store: Arc<dyn Storage>) {
-    let stack = Stack::start(store).await;
+    let stack = Stack::start(store, json!({})).await.unwrap();
     let hosts = ["alpha.example.test", "beta.example.test"];
 
     assert_eq!(
@@ -188,7 +37,7 @@ async fn issue_two_hosts_and_serve_them(store: Arc<dyn Storage>) {
         )
     );
     assert_eq!(
-        stack.post_lambda_json(hosts[1]).await,
+        stack.post_lambda_json(hosts[1]).await.unwrap(),
         (
             StatusCode::CREATED,
             json!({"message": "certificate for host beta.example.test is created"})
@@ -199,6 +48,7 @@ async fn issue_two_hosts_and_serve_them(store: Arc<dyn Storage>) {
         stack
             .keys(&StorageKeys::challenge_prefix())
             .await
+            .unwrap()
             .is_empty(),
         "challenges cleaned up"
     );
@@ -207,7 +57,9 @@ async fn issue_two_hosts_and_serve_them(store: Arc<dyn Storage>) {
     let root = stack.pebble.issuing_root_pem().await.unwrap();
     let mut served = Vec::new();
     for host in hosts {
-        let (leaf, body) = handshake_and_get(stack.edge_https, host, &root).await;
+        let (leaf, body) = handshake_and_get(stack.edge_https, host, &root)
+            .await
+            .unwrap();
         assert_eq!(leaf.dns_names, [host]);
         assert_eq!(
             body,
@@ -287,7 +139,9 @@ async fn issue_two_hosts_and_serve_them(store: Arc<dyn Storage>) {
         1,
         "one ACME account registered in all"
     );
-    let (renewed, _) = handshake_and_get(stack.edge_https, hosts[0], &root).await;
+    let (renewed, _) = handshake_and_get(stack.edge_https, hosts[0], &root)
+        .await
+        .unwrap();
     assert_eq!(renewed.dns_names, [hosts[0]]);
 }
 
@@ -308,7 +162,7 @@ async fn issues_and_serves_on_the_local_directory() {
 async fn concurrent_applies_for_one_host_make_one_order() {
     let s3 = S3Env::from_env().unwrap();
     let store: Arc<dyn Storage> = s3.fresh_store().await.unwrap();
-    let stack = Stack::start(store).await;
+    let stack = Stack::start(store, json!({})).await.unwrap();
     // Register the account first so both callers race on the order, not on the account.
     assert_eq!(
         stack.post_form("warmup.example.test").await.0,
@@ -338,6 +192,7 @@ async fn concurrent_applies_for_one_host_make_one_order() {
         stack
             .keys(&StorageKeys::challenge_prefix())
             .await
+            .unwrap()
             .is_empty()
     );
 }

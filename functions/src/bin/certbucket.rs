@@ -3,9 +3,11 @@
 use std::{net::SocketAddr, process::ExitCode};
 
 use bytes::Bytes;
-use certbucket_functions::{Settings, init_logging, serve_admin};
+use certbucket_core::Renewer;
+use certbucket_functions::{Settings, init_logging, local_renewal_trigger, serve_admin};
 use clap::{Parser, Subcommand};
 use http::{Method, Request, StatusCode, header};
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 /// certbucket: automatic TLS certificates for a fleet of edges, state in one bucket.
@@ -34,6 +36,8 @@ enum Command {
         /// Only this host.
         host: Option<String>,
     },
+    /// Renew every stored certificate that is due; prints what was done as JSON.
+    RenewAll,
     /// Serve the admin API on a local address.
     ServeAdmin {
         /// Where to listen.
@@ -80,7 +84,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             Request::get(uri).body(Bytes::new())?
         }
+        Command::RenewAll => {
+            let report = Renewer::new(api.issuer().clone())
+                .run(OffsetDateTime::now_utc(), None)
+                .await?;
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Command::ServeAdmin { listen } => {
+            let trigger = local_renewal_trigger(api.issuer().clone());
+            let api = api.with_renewal_trigger(trigger);
             let listener = tokio::net::TcpListener::bind(listen).await?;
             let shutdown = CancellationToken::new();
             let on_signal = shutdown.clone();

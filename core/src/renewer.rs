@@ -1,0 +1,171 @@
+//! `Renewer`: one renew-all run over every stored certificate.
+//!
+//! Each host is looked at on its own: due (see [`RenewalPolicy`]) and allowed hosts are
+//! re-issued with a fresh key, at most a few at a time; one failure never stops the others;
+//! every outcome lands in the host's [`RenewalRecord`] (the [`Issuer`] writes it). No new work
+//! starts once the deadline (a Lambda's remaining time) is near: what is left is reported and
+//! done by the next run.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
+use tracing::{info, warn};
+
+use crate::{
+    error::{Error, Result},
+    host::Host,
+    issuer::Issuer,
+    record::CertificateRecord,
+    renewal::RenewalPolicy,
+    renewal_record::RenewalRecord,
+    storage::StorageKeys,
+};
+
+/// What one run did, host by host.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct RenewalReport {
+    /// Re-issued and stored.
+    pub renewed: Vec<String>,
+    /// Tried and failed, with the reason.
+    pub failed: Vec<RenewalFailure>,
+    /// Not due yet.
+    pub not_due: Vec<String>,
+    /// Due, but inside `fail_backoff_minutes` after a failure.
+    pub backing_off: Vec<String>,
+    /// No longer allowed by `domains`: not renewed, still served until it expires.
+    pub no_longer_allowed: Vec<String>,
+    /// Due, but not started because the deadline was near.
+    pub left_for_next_run: Vec<String>,
+}
+
+/// One failed host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenewalFailure {
+    /// The host.
+    pub host: String,
+    /// Why.
+    pub error: String,
+}
+
+/// Renews what is due.
+#[derive(Debug, Clone)]
+pub struct Renewer {
+    issuer: Issuer,
+    concurrency: usize,
+    /// Time kept in hand before the deadline: an issuance is not started with less left.
+    reserve: Duration,
+}
+
+impl Renewer {
+    /// A renewer issuing through `issuer`, four hosts at a time.
+    pub fn new(issuer: Issuer) -> Self {
+        Self {
+            issuer,
+            concurrency: 4,
+            reserve: Duration::from_secs(60),
+        }
+    }
+
+    /// Renews every due host as of `now`, starting nothing after `deadline - reserve`.
+    pub async fn run(
+        &self,
+        now: OffsetDateTime,
+        deadline: Option<Instant>,
+    ) -> Result<RenewalReport> {
+        let store = Arc::clone(self.issuer.store());
+        let config = Arc::clone(self.issuer.config());
+        let policy = RenewalPolicy::new(config.renew_threshold_days);
+        // With no allow-list at all, every host came from an admin and keeps renewing.
+        let has_allow_list = !config.domains.patterns.is_empty() || config.domains.allow_any_domain;
+
+        let mut report = RenewalReport::default();
+        let mut due = Vec::new();
+        for key in store.list(&StorageKeys::certs_prefix()).await? {
+            let Some(host) = StorageKeys::host_of_cert(&key) else {
+                continue;
+            };
+            let record = match store.get(&key).await? {
+                Some(object) => CertificateRecord::from_json(&host, &object.bytes),
+                None => continue,
+            };
+            let record = match record {
+                Ok(record) => record,
+                Err(e) => {
+                    // An unreadable record is renewed: a fresh certificate replaces it.
+                    warn!(%host, error = %e, "stored certificate is unreadable; renewing it");
+                    due.push(host);
+                    continue;
+                }
+            };
+            if has_allow_list && !config.domains.allows(&host) {
+                report.no_longer_allowed.push(host.to_string());
+                continue;
+            }
+            let (not_before, not_after) = (unix(record.not_before), unix(record.not_after));
+            if !policy.is_due(not_before, not_after, now) {
+                report.not_due.push(host.to_string());
+                continue;
+            }
+            let history = RenewalRecord::load(&*store, &host).await?;
+            if history.and_then(|h| h.backing_off_until(now)).is_some() {
+                report.backing_off.push(host.to_string());
+                continue;
+            }
+            due.push(host);
+        }
+
+        let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let mut running = JoinSet::new();
+        for host in due {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
+            if deadline.is_some_and(|d| Instant::now() + self.reserve >= d) {
+                report.left_for_next_run.push(host.to_string());
+                continue;
+            }
+            let issuer = self.issuer.clone();
+            running.spawn(async move {
+                let outcome = issuer.issue(&host).await;
+                drop(permit);
+                (host, outcome)
+            });
+        }
+        while let Some(joined) = running.join_next().await {
+            match joined {
+                Ok((host, Ok(_))) => report.renewed.push(host.to_string()),
+                Ok((host, Err(e))) => report.failed.push(failure(&host, &e)),
+                Err(e) => warn!(error = %e, "a renewal task ended abnormally"),
+            }
+        }
+        for list in [
+            &mut report.renewed,
+            &mut report.not_due,
+            &mut report.left_for_next_run,
+        ] {
+            list.sort();
+        }
+        report.failed.sort_by(|a, b| a.host.cmp(&b.host));
+        info!(
+            renewed = report.renewed.len(),
+            failed = report.failed.len(),
+            not_due = report.not_due.len(),
+            left = report.left_for_next_run.len(),
+            "renew-all finished"
+        );
+        Ok(report)
+    }
+}
+
+fn unix(seconds: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn failure(host: &Host, error: &Error) -> RenewalFailure {
+    RenewalFailure {
+        host: host.to_string(),
+        error: error.to_string(),
+    }
+}

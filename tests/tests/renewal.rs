@@ -1,0 +1,134 @@
+//! renew-all against real Pebble and LocalStack, with the renewal clock injected (Pebble issues
+//! 5-year certificates; stored certificates are never edited to make them due).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use certbucket_core::{
+    CertificateRecord, Host, RenewalPolicy, RenewalRecord, Renewer, Storage, StorageKeys,
+};
+use certbucket_tests::{S3Env, stack::Stack};
+use http::{Method, StatusCode};
+use serde_json::json;
+use time::OffsetDateTime;
+
+async fn stored(store: &dyn Storage, name: &str) -> (CertificateRecord, certbucket_core::ETag) {
+    let host = Host::parse(name).unwrap();
+    let object = store.get(&StorageKeys::cert(&host)).await.unwrap().unwrap();
+    (
+        CertificateRecord::from_json(&host, &object.bytes).unwrap(),
+        object.etag,
+    )
+}
+
+fn due_at(record: &CertificateRecord) -> OffsetDateTime {
+    let at = |s| OffsetDateTime::from_unix_timestamp(s).unwrap();
+    RenewalPolicy::new(30.0).due_at(at(record.not_before), at(record.not_after))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renews_what_is_due_with_fresh_keys_and_leaves_the_rest() {
+    let s3 = S3Env::from_env().unwrap();
+    let store: Arc<dyn Storage> = s3.fresh_store().await.unwrap();
+    let stack = Stack::start(Arc::clone(&store), json!({"renew_threshold_days": 30}))
+        .await
+        .unwrap();
+    for host in ["a.example.test", "b.example.test"] {
+        assert_eq!(stack.post_form(host).await.0, StatusCode::CREATED);
+    }
+    // Issued a few seconds later, so its renewal falls due later than the first two.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        stack.post_form("c.example.test").await.0,
+        StatusCode::CREATED
+    );
+
+    let (a, a_tag) = stored(&*store, "a.example.test").await;
+    let (b, _) = stored(&*store, "b.example.test").await;
+    let (c, c_tag) = stored(&*store, "c.example.test").await;
+    let renewer = Renewer::new(stack.api.issuer().clone());
+
+    // Today nothing is due: a run changes nothing.
+    let report = renewer.run(OffsetDateTime::now_utc(), None).await.unwrap();
+    assert_eq!(report.not_due.len(), 3, "{report:?}");
+    assert!(
+        report.renewed.is_empty() && report.failed.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(stored(&*store, "a.example.test").await.1, a_tag);
+
+    // On the day a and b fall due (c falls due at least a second later).
+    let clock = due_at(&a).max(due_at(&b));
+    assert!(clock < due_at(&c), "c must fall due later than a and b");
+    let orders_before = stack.pebble.new_order_count();
+    let report = renewer.run(clock, None).await.unwrap();
+    assert_eq!(
+        report.renewed,
+        ["a.example.test", "b.example.test"],
+        "{report:?}"
+    );
+    assert_eq!(report.not_due, ["c.example.test"]);
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(stack.pebble.new_order_count() - orders_before, 2);
+
+    for (old, name) in [(&a, "a.example.test"), (&b, "b.example.test")] {
+        let (new, _) = stored(&*store, name).await;
+        assert_ne!(new.serial_number, old.serial_number, "{name} re-issued");
+        assert_ne!(new.key_pem, old.key_pem, "{name} got a fresh private key");
+        let history = RenewalRecord::load(&*store, &new.host)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((history.failures, history.next_retry), (0, None));
+    }
+    assert_eq!(
+        stored(&*store, "c.example.test").await.1,
+        c_tag,
+        "c untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_no_longer_allowed_stop_renewing_and_patch_needs_a_trigger() {
+    let s3 = S3Env::from_env().unwrap();
+    let store: Arc<dyn Storage> = s3.fresh_store().await.unwrap();
+    let stack = Stack::start(Arc::clone(&store), json!({})).await.unwrap();
+    assert_eq!(
+        stack.post_form("kept.example.test").await.0,
+        StatusCode::CREATED
+    );
+    // An admin may issue outside `domains`; such a host is not renewed while a list exists.
+    assert_eq!(
+        stack.post_form("outside.other.test").await.0,
+        StatusCode::CREATED
+    );
+    let (outside, tag) = stored(&*store, "outside.other.test").await;
+
+    let renewer = Renewer::new(stack.api.issuer().clone());
+    let far_future = OffsetDateTime::from_unix_timestamp(outside.not_after).unwrap();
+    let report = renewer.run(far_future, None).await.unwrap();
+    assert_eq!(
+        report.no_longer_allowed,
+        ["outside.other.test"],
+        "{report:?}"
+    );
+    assert_eq!(report.renewed, ["kept.example.test"], "{report:?}");
+    assert_eq!(stored(&*store, "outside.other.test").await.1, tag);
+    // Still served and listed, and marked invalid once it has expired.
+    let (status, listed) = stack.get("/acme/certificates/outside.other.test").await;
+    assert_eq!(
+        (status, &listed["data"]["valid"]),
+        (StatusCode::OK, &json!(true))
+    );
+
+    // This API was built without a background trigger: PATCH says what to run instead.
+    let (status, body) = stack.call(Method::PATCH, "/acme").await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("certbucket renew-all"),
+        "{body}"
+    );
+}
