@@ -20,6 +20,7 @@ use crate::{
     error::{Error, Result},
     host::Host,
     lease::{Lease, LeaseAttempt},
+    manifest::Manifest,
     record::CertificateRecord,
     renewal_record::RenewalRecord,
     secret::Secret,
@@ -273,9 +274,15 @@ impl Issuer {
             self.config.cert_type,
             OffsetDateTime::now_utc(),
         )?;
-        self.store
+        let version = self
+            .store
             .put(&StorageKeys::cert(host), Bytes::from(record.to_json()?))
             .await?;
+        // The certificate is stored and served on a miss already; the manifest tells running
+        // edges to reload it, so a failure here is logged, not returned.
+        if let Err(e) = Manifest::record(&*self.store, host, &version).await {
+            warn!(%host, error = %e, "could not update the manifest");
+        }
         info!(%host, serial = %record.serial_number, "certificate stored");
         Ok(record)
     }

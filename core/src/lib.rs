@@ -34,6 +34,7 @@
 //! - [`RenewalPolicy`]: when a certificate is due, from `renew_threshold_days` and its lifetime.
 //! - [`RenewalRecord`]: a host's last attempts and its failure backoff.
 //! - [`Renewer`]: one renew-all run; [`RenewalReport`] says what it did, host by host.
+//! - [`Manifest`]: host -> certificate version, one object for edges to poll.
 //! - [`Secret`]: key material that never prints.
 
 mod account;
@@ -46,6 +47,7 @@ mod host;
 mod issuer;
 mod lease;
 mod listing;
+mod manifest;
 mod record;
 mod renewal;
 mod renewal_record;
@@ -66,6 +68,7 @@ pub use self::{
     issuer::{Issuer, IssuerOptions},
     lease::{Lease, LeaseAttempt},
     listing::CertificateInfo,
+    manifest::Manifest,
     record::{CertificateRecord, LeafCertificate},
     renewal::RenewalPolicy,
     renewal_record::RenewalRecord,

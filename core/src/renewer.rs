@@ -4,7 +4,8 @@
 //! re-issued with a fresh key, at most a few at a time; one failure never stops the others;
 //! every outcome lands in the host's [`RenewalRecord`] (the [`Issuer`] writes it). No new work
 //! starts once the deadline (a Lambda's remaining time) is near: what is left is reported and
-//! done by the next run.
+//! done by the next run. Pending on-demand requests (`requests/{host}`) from edges are issued in
+//! the same run when `domains` allows them.
 
 use std::{sync::Arc, time::Duration};
 
@@ -38,6 +39,8 @@ pub struct RenewalReport {
     pub no_longer_allowed: Vec<String>,
     /// Due, but not started because the deadline was near.
     pub left_for_next_run: Vec<String>,
+    /// On-demand requests (`requests/`) dropped because `domains` does not allow the host.
+    pub refused_requests: Vec<String>,
 }
 
 /// One failed host.
@@ -115,6 +118,8 @@ impl Renewer {
             }
             due.push(host);
         }
+        let requested = self.pending_requests(&mut report, &due).await?;
+        due.extend(requested.iter().cloned());
 
         let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut running = JoinSet::new();
@@ -135,7 +140,12 @@ impl Renewer {
         }
         while let Some(joined) = running.join_next().await {
             match joined {
-                Ok((host, Ok(_))) => report.renewed.push(host.to_string()),
+                Ok((host, Ok(_))) => {
+                    if requested.contains(&host) {
+                        self.drop_request(&host).await;
+                    }
+                    report.renewed.push(host.to_string());
+                }
                 Ok((host, Err(e))) => report.failed.push(failure(&host, &e)),
                 Err(e) => warn!(error = %e, "a renewal task ended abnormally"),
             }
@@ -156,6 +166,47 @@ impl Renewer {
             "renew-all finished"
         );
         Ok(report)
+    }
+}
+
+impl Renewer {
+    /// The hosts of pending on-demand requests to issue now. Requests the allow-list refuses,
+    /// and requests for hosts that have a certificate already, are removed.
+    async fn pending_requests(
+        &self,
+        report: &mut RenewalReport,
+        already_due: &[Host],
+    ) -> Result<Vec<Host>> {
+        let store = self.issuer.store();
+        let policy = &self.issuer.config().domains;
+        let mut wanted = Vec::new();
+        for key in store.list(&StorageKeys::requests_prefix()).await? {
+            let Some(host) = StorageKeys::host_of_request(&key) else {
+                continue;
+            };
+            if !policy.allows(&host) {
+                report.refused_requests.push(host.to_string());
+                self.drop_request(&host).await;
+            } else if already_due.contains(&host) {
+                continue;
+            } else if store.get(&StorageKeys::cert(&host)).await?.is_some() {
+                self.drop_request(&host).await;
+            } else {
+                wanted.push(host);
+            }
+        }
+        Ok(wanted)
+    }
+
+    async fn drop_request(&self, host: &Host) {
+        if let Err(e) = self
+            .issuer
+            .store()
+            .delete(&StorageKeys::request(host))
+            .await
+        {
+            warn!(%host, error = %e, "could not remove a served on-demand request");
+        }
     }
 }
 

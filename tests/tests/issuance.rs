@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use certbucket_core::{LocalDirStorage, Storage, StorageKeys};
+use certbucket_core::{Host, LocalDirStorage, Manifest, Storage, StorageKeys};
 use certbucket_tests::{
     S3Env,
     stack::{Stack, handshake_and_get},
@@ -52,6 +52,16 @@ async fn issue_two_hosts_and_serve_them(store: Arc<dyn Storage>) {
             .is_empty(),
         "challenges cleaned up"
     );
+    // Every certificate write is in the manifest, at the version the edge would read.
+    let (manifest, _) = Manifest::load(&*stack.store).await.unwrap().unwrap();
+    for host in hosts {
+        let key = StorageKeys::cert(&Host::parse(host).unwrap());
+        let version = stack.store.get(&key).await.unwrap().unwrap().etag;
+        assert_eq!(
+            manifest.certs.get(host).map(String::as_str),
+            Some(version.as_str().trim_matches('"'))
+        );
+    }
 
     // Each SNI gets its own certificate, verified against Pebble's issuing root.
     let root = stack.pebble.issuing_root_pem().await.unwrap();

@@ -4,6 +4,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
+
 use certbucket_core::{
     CertificateRecord, Host, RenewalPolicy, RenewalRecord, Renewer, Storage, StorageKeys,
 };
@@ -104,6 +106,12 @@ async fn hosts_no_longer_allowed_stop_renewing_and_patch_needs_a_trigger() {
     );
     let (outside, tag) = stored(&*store, "outside.other.test").await;
 
+    // Edges asked for two names: one the allow-list takes, one it refuses.
+    for name in ["asked.example.test", "asked.other.test"] {
+        let key = StorageKeys::request(&Host::parse(name).unwrap());
+        store.put(&key, Bytes::from_static(b"{}")).await.unwrap();
+    }
+
     let renewer = Renewer::new(stack.api.issuer().clone());
     let far_future = OffsetDateTime::from_unix_timestamp(outside.not_after).unwrap();
     let report = renewer.run(far_future, None).await.unwrap();
@@ -112,7 +120,21 @@ async fn hosts_no_longer_allowed_stop_renewing_and_patch_needs_a_trigger() {
         ["outside.other.test"],
         "{report:?}"
     );
-    assert_eq!(report.renewed, ["kept.example.test"], "{report:?}");
+    assert_eq!(
+        report.renewed,
+        ["asked.example.test", "kept.example.test"],
+        "{report:?}"
+    );
+    assert_eq!(report.refused_requests, ["asked.other.test"], "{report:?}");
+    let pending = store.list(&StorageKeys::requests_prefix()).await.unwrap();
+    assert!(
+        pending.is_empty(),
+        "served and refused requests are removed: {pending:?}"
+    );
+    assert_eq!(
+        stored(&*store, "asked.example.test").await.0.host.as_str(),
+        "asked.example.test"
+    );
     assert_eq!(stored(&*store, "outside.other.test").await.1, tag);
     // Still served and listed, and marked invalid once it has expired.
     let (status, listed) = stack.get("/acme/certificates/outside.other.test").await;
