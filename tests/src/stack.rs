@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Pebble, init_tracing, upstream};
+use crate::{Pebble, PebbleOptions, init_tracing, upstream};
 
 /// An edge, a Pebble validating through it, and the admin API issuing into `store`.
 #[derive(Debug)]
@@ -30,6 +30,8 @@ pub struct Stack {
     pub store: Arc<dyn Storage>,
     /// The CA.
     pub pebble: Pebble,
+    /// The edge's http-01 listener.
+    pub edge_http: SocketAddr,
     /// The edge's TLS listener.
     pub edge_https: SocketAddr,
     edge_stop: CancellationToken,
@@ -39,6 +41,15 @@ impl Stack {
     /// Starts an upstream, an edge and a Pebble; `config` is merged over an ECDSA config that
     /// trusts this Pebble and allows `*.example.test`.
     pub async fn start(store: Arc<dyn Storage>, config: Value) -> anyhow::Result<Self> {
+        Self::start_with(store, config, Pebble::options()).await
+    }
+
+    /// [`Stack::start`] with a Pebble started from `pebble` (EAB keys, nonce rejection, ...).
+    pub async fn start_with(
+        store: Arc<dyn Storage>,
+        config: Value,
+        pebble: PebbleOptions,
+    ) -> anyhow::Result<Self> {
         init_tracing();
         tls::install_crypto_provider();
         let (upstream_addr, _upstream) = upstream().await?;
@@ -50,7 +61,8 @@ impl Stack {
             redirect_http: true,
         })
         .await?;
-        let pebble = Pebble::start(edge.http_addr().port()).await?;
+        let pebble = pebble.start(edge.http_addr().port()).await?;
+        let edge_http = edge.http_addr();
         let edge_https = edge.https_addr();
         let edge_stop = edge.shutdown_token();
         tokio::spawn(edge.run());
@@ -77,6 +89,7 @@ impl Stack {
             api: AdminApi::new(issuer),
             store,
             pebble,
+            edge_http,
             edge_https,
             edge_stop,
         })

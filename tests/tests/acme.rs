@@ -1,0 +1,169 @@
+//! The ACME side against real Pebble: EAB accounts, RSA keys, the http-01 wiring self-check.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use certbucket_core::{LocalDirStorage, Storage, StorageKeys};
+use certbucket_tests::{Pebble, stack::Stack, temp_dir};
+use http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+
+fn local_store(tag: &str) -> Arc<dyn Storage> {
+    Arc::new(LocalDirStorage::open(&temp_dir(tag)).unwrap())
+}
+
+// base64url of 32 bytes; generated for this test, it protects nothing.
+const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eab_account_with_the_right_key_and_a_clear_error_with_a_wrong_one() {
+    let store = local_store("eab-ok");
+    let config = json!({"eab_kid": "kid-1", "eab_hmac_key": EAB_KEY});
+    let pebble = Pebble::options().eab_key("kid-1", EAB_KEY);
+    let stack = Stack::start_with(Arc::clone(&store), config, pebble.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.post_form("eab.example.test").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        stack
+            .store
+            .list(&StorageKeys::accounts_prefix())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let store = local_store("eab-wrong");
+    let wrong =
+        json!({"eab_kid": "kid-1", "eab_hmac_key": "d3JvbmctaG1hYy1rZXktd3Jvbmctd3Jvbmctd3Jvbmc"});
+    let stack = Stack::start_with(Arc::clone(&store), wrong, pebble)
+        .await
+        .unwrap();
+    let (status, body) = stack.post_form("eab.example.test").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "failed to update certificate: ACME error for - while registering the ACME account"
+        ),
+        "{message}"
+    );
+    assert!(
+        !message.contains("d3Jvbmc"),
+        "the HMAC key never appears: {message}"
+    );
+    assert!(
+        stack
+            .store
+            .list(&StorageKeys::accounts_prefix())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        stack
+            .store
+            .list(&StorageKeys::certs_prefix())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Without EAB, a CA that requires it refuses with a message that names the problem.
+    let stack = Stack::start_with(
+        local_store("eab-none"),
+        json!({}),
+        Pebble::options().eab_key("kid-1", EAB_KEY),
+    )
+    .await
+    .unwrap();
+    let (status, body) = stack.post_form("eab.example.test").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("externalAccountBinding"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_certificates_with_the_configured_key_size() {
+    let stack = Stack::start(
+        local_store("rsa"),
+        json!({"cert_type": "rsa", "rsa_key_size": 2048}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stack.post_form("rsa.example.test").await.0,
+        StatusCode::CREATED
+    );
+    let (status, listed) = stack.get("/acme/certificates/rsa.example.test").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["data"]["pubkey_type"], "rsaEncryption");
+}
+
+async fn self_check(stack: &Stack, connect_to: &str, host: &str) -> (StatusCode, Value) {
+    let api = stack.api.clone().with_connect_to(connect_to).unwrap();
+    let request = Request::post("/acme")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Bytes::from(format!(
+            "host={host}&test_http_challenge_flow=true"
+        )))
+        .unwrap();
+    let response = api.handle(request).await;
+    (
+        response.status(),
+        serde_json::from_slice(response.body()).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_challenge_flow_check_passes_through_the_edge_and_explains_failures() {
+    let store = local_store("sanity");
+    let stack = Stack::start(Arc::clone(&store), json!({})).await.unwrap();
+    let to_edge = format!("::127.0.0.1:{}", stack.edge_http.port());
+
+    assert_eq!(
+        self_check(&stack, &to_edge, "wired.example.test").await,
+        (
+            StatusCode::OK,
+            json!({"message": "sanity test for host wired.example.test passed"})
+        )
+    );
+    let (status, body) = self_check(&stack, &to_edge, "elsewhere.other.test").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["message"],
+        "problem found running sanity check for elsewhere.other.test: host is not included in the domains list"
+    );
+
+    // Nothing listens on the closed port: the check says it could not connect.
+    let closed = format!("::127.0.0.1:{}", certbucket_tests::free_port());
+    let (status, body) = self_check(&stack, &closed, "wired.example.test").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "problem found running sanity check for wired.example.test: could not connect"
+        ),
+        "{message}"
+    );
+
+    // The check cleans up after itself and never orders anything.
+    assert!(
+        store
+            .list(&StorageKeys::everything())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(stack.pebble.new_order_count(), 0);
+}
