@@ -12,6 +12,7 @@ use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
 use crate::{
     config::Config,
     error::{Error, Result},
+    retry::retrying,
     storage::{Storage, StorageKeys},
 };
 
@@ -53,14 +54,23 @@ impl AcmeAccounts {
         let config = &self.config;
         let key = StorageKeys::account(&config.api_uri, &config.account_email);
         if let Some(stored) = self.store.get(&key).await? {
-            // The error of serde would quote the content: say only that it is unreadable.
-            let credentials: AccountCredentials = serde_json::from_slice(&stored.bytes)
-                .map_err(|_| Error::corrupt(key.as_str(), "unreadable ACME account credentials"))?;
-            return self
-                .builder()
-                .from_credentials(credentials)
-                .await
-                .map_err(|e| acme("restoring the stored ACME account", e));
+            let credentials = || serde_json::from_slice::<AccountCredentials>(&stored.bytes);
+            if credentials().is_err() {
+                // serde's error would quote the content: say only that it is unreadable.
+                return Err(Error::corrupt(
+                    key.as_str(),
+                    "unreadable ACME account credentials",
+                ));
+            }
+            // Restoring consumes the credentials, so each try reads them again.
+            return retrying!(
+                "restore account",
+                match credentials() {
+                    Ok(credentials) => self.builder().from_credentials(credentials).await,
+                    Err(e) => Err(instant_acme::Error::Json(e)),
+                }
+            )
+            .map_err(|e| acme("restoring the stored ACME account", e));
         }
 
         let (account, credentials) = match &config.account_key {
@@ -74,15 +84,25 @@ impl AcmeAccounts {
                         "must be PKCS#8 (BEGIN PRIVATE KEY)",
                     ));
                 };
-                let signer = Key::from_pkcs8_der(pkcs8.clone_key())
-                    .map_err(|_| Error::config("account_key", "is not an ECDSA P-256 key"))?;
-                self.builder()
-                    .create_from_key(
-                        (signer, PrivateKeyDer::Pkcs8(pkcs8)),
-                        config.api_uri.clone(),
-                    )
-                    .await
-                    .map_err(|e| acme("registering the ACME account with account_key", e))?
+                let signer = || {
+                    Key::from_pkcs8_der(pkcs8.clone_key())
+                        .map(|key| (key, PrivateKeyDer::Pkcs8(pkcs8.clone_key())))
+                };
+                if signer().is_err() {
+                    return Err(Error::config("account_key", "is not an ECDSA P-256 key"));
+                }
+                retrying!(
+                    "new account",
+                    match signer() {
+                        Ok(key) => {
+                            self.builder()
+                                .create_from_key(key, config.api_uri.clone())
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                )
+                .map_err(|e| acme("registering the ACME account with account_key", e))?
             }
             None => {
                 let contact = format!("mailto:{}", config.account_email);
@@ -100,10 +120,13 @@ impl AcmeAccounts {
                     terms_of_service_agreed: config.tos_accepted,
                     only_return_existing: false,
                 };
-                self.builder()
-                    .create(&new_account, config.api_uri.clone(), eab.as_ref())
-                    .await
-                    .map_err(|e| acme("registering the ACME account", e))?
+                retrying!(
+                    "new account",
+                    self.builder()
+                        .create(&new_account, config.api_uri.clone(), eab.as_ref())
+                        .await
+                )
+                .map_err(|e| acme("registering the ACME account", e))?
             }
         };
         let json = serde_json::to_vec(&credentials)

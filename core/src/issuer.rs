@@ -23,6 +23,7 @@ use crate::{
     manifest::Manifest,
     record::CertificateRecord,
     renewal_record::RenewalRecord,
+    retry::{self, retrying},
     secret::Secret,
     storage::{Storage, StorageKeys},
 };
@@ -188,9 +189,8 @@ impl Issuer {
             Err(_) => Identifier::Dns(host.to_string()),
         };
         let identifiers = [identifier];
-        let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
+        let new_order = NewOrder::new(&identifiers);
+        let mut order = retrying!("new order", account.new_order(&new_order).await)
             .map_err(|e| acme(host, "creating the order", e))?;
         info!(%host, order = order.url(), "order created");
 
@@ -204,16 +204,43 @@ impl Issuer {
         outcome
     }
 
-    async fn complete_order(
+    /// Publishes and readies every pending challenge. A transient failure restarts the walk
+    /// over the authorizations, skipping the challenges already readied.
+    async fn ready_challenges(
         &self,
         host: &Host,
         order: &mut Order,
         published: &mut Vec<ChallengeToken>,
-    ) -> Result<CertificateRecord> {
+    ) -> Result<()> {
+        let mut readied: Vec<String> = Vec::new();
+        let mut attempt = 1;
+        loop {
+            match self.ready_pass(host, order, published, &mut readied).await {
+                Err(ReadyError::Acme(step, e))
+                    if attempt < retry::MAX_ATTEMPTS && retry::is_transient(&e) =>
+                {
+                    tracing::debug!(%host, step, attempt, error = %e, "transient ACME error; retrying");
+                    tokio::time::sleep(retry::backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(ReadyError::Acme(step, e)) => return Err(acme(host, step, e)),
+                Err(ReadyError::Other(e)) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    async fn ready_pass(
+        &self,
+        host: &Host,
+        order: &mut Order,
+        published: &mut Vec<ChallengeToken>,
+        readied: &mut Vec<String>,
+    ) -> Result<(), ReadyError> {
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization =
-                authorization.map_err(|e| acme(host, "fetching the authorization", e))?;
+                authorization.map_err(|e| ReadyError::Acme("fetching the authorization", e))?;
             if authorization.status == AuthorizationStatus::Valid {
                 continue;
             }
@@ -224,6 +251,9 @@ impl Issuer {
                         host: host.clone(),
                         message: "the CA offered no http-01 challenge".to_owned(),
                     })?;
+            if readied.contains(&challenge.url) {
+                continue;
+            }
             let token = ChallengeToken::parse(&challenge.token).ok_or_else(|| Error::Refused {
                 host: host.clone(),
                 message: "the CA sent a challenge token that is not base64url".to_owned(),
@@ -239,13 +269,22 @@ impl Issuer {
             challenge
                 .set_ready()
                 .await
-                .map_err(|e| acme(host, "telling the CA the challenge is ready", e))?;
+                .map_err(|e| ReadyError::Acme("telling the CA the challenge is ready", e))?;
+            readied.push(challenge.url.clone());
         }
+        Ok(())
+    }
+
+    async fn complete_order(
+        &self,
+        host: &Host,
+        order: &mut Order,
+        published: &mut Vec<ChallengeToken>,
+    ) -> Result<CertificateRecord> {
+        self.ready_challenges(host, order, published).await?;
 
         let retries = RetryPolicy::new().timeout(self.options.wait_timeout);
-        let status = order
-            .poll_ready(&retries)
-            .await
+        let status = retrying!("poll ready", order.poll_ready(&retries).await)
             .map_err(|e| acme(host, "waiting for validation", e))?;
         if status != OrderStatus::Ready {
             return Err(Error::Refused {
@@ -258,13 +297,14 @@ impl Issuer {
         }
 
         let (key_pem, csr_der) = self.key_and_csr(host)?;
-        order
-            .finalize_csr(&csr_der)
-            .await
-            .map_err(|e| acme(host, "finalizing the order", e))?;
-        let chain_pem = order
-            .poll_certificate(&retries)
-            .await
+        if let Err(e) = retrying!("finalize", order.finalize_csr(&csr_der).await) {
+            // A finalize whose answer was lost may have gone through: go on if it did.
+            let state = retrying!("refresh", order.refresh().await.map(|s| s.status));
+            if !matches!(state, Ok(OrderStatus::Processing | OrderStatus::Valid)) {
+                return Err(acme(host, "finalizing the order", e));
+            }
+        }
+        let chain_pem = retrying!("certificate", order.poll_certificate(&retries).await)
             .map_err(|e| acme(host, "downloading the certificate", e))?;
 
         let record = CertificateRecord::new(
@@ -333,6 +373,18 @@ async fn failure_of(order: &mut Order) -> String {
         "the order became invalid".to_owned()
     } else {
         details.join("; ")
+    }
+}
+
+/// A failure while readying challenges: an ACME call (maybe transient) or anything else.
+enum ReadyError {
+    Acme(&'static str, instant_acme::Error),
+    Other(Error),
+}
+
+impl From<Error> for ReadyError {
+    fn from(e: Error) -> Self {
+        Self::Other(e)
     }
 }
 

@@ -52,6 +52,7 @@ mod record;
 mod renewal;
 mod renewal_record;
 mod renewer;
+mod retry;
 mod secret;
 mod selfcheck;
 pub mod storage;

@@ -167,3 +167,20 @@ async fn http_challenge_flow_check_passes_through_the_edge_and_explains_failures
     );
     assert_eq!(stack.pebble.new_order_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_issuances_succeed_while_the_ca_rejects_half_the_nonces() {
+    let pebble = Pebble::options().env("PEBBLE_WFE_NONCEREJECT", "50");
+    let stack = Stack::start_with(local_store("nonces"), json!({}), pebble)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let host = format!("n{i}.example.test");
+        let (status, body) = stack.post_form(&host).await;
+        assert_eq!(status, StatusCode::CREATED, "{host}: {body}");
+    }
+    let (_, listed) = stack.get("/acme/certificates").await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 20);
+    // Every order was resumed where a request failed, never placed again: one order a host.
+    assert_eq!(stack.pebble.orders_created(), 20);
+}
