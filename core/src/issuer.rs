@@ -113,34 +113,48 @@ impl Issuer {
                 until: until.unix_timestamp(),
             });
         }
-        let attempt = Lease::try_take(
-            Arc::clone(&self.store),
-            host,
-            self.options.lease_ttl,
-            started,
-        )
-        .await?;
-        match attempt {
-            LeaseAttempt::Taken(lease) => {
-                let result = self.issue_under_lease(host).await;
-                self.record_outcome(host, &result).await;
-                if let Err(e) = lease.release().await {
-                    // The lease runs out by itself; the certificate (if any) is stored already.
-                    warn!(%host, error = %e, "could not release the lease");
+        let deadline = tokio::time::Instant::now() + self.options.wait_timeout;
+        loop {
+            let now = OffsetDateTime::now_utc();
+            let attempt =
+                Lease::try_take(Arc::clone(&self.store), host, self.options.lease_ttl, now).await?;
+            let LeaseAttempt::Taken(lease) = attempt else {
+                // Someone else is ordering this host: wait for them, then use what they stored.
+                if let Some(record) = self.wait_for_other(host, started, deadline).await? {
+                    return Ok(record);
                 }
-                result
+                // They stopped without a certificate (or crashed and their lease ran out):
+                // their failure may have started the backoff, which holds for us too.
+                let history = RenewalRecord::load(&*self.store, host).await?;
+                if let Some(until) =
+                    history.and_then(|h| h.backing_off_until(OffsetDateTime::now_utc()))
+                {
+                    return Err(Error::BackingOff {
+                        host: host.clone(),
+                        until: until.unix_timestamp(),
+                    });
+                }
+                continue;
+            };
+            let result = self.issue_under_lease(host).await;
+            self.record_outcome(host, &result).await;
+            if let Err(e) = lease.release().await {
+                // The lease runs out by itself; the certificate (if any) is stored already.
+                warn!(%host, error = %e, "could not release the lease");
             }
-            LeaseAttempt::Busy { .. } => self.wait_for_other(host, started).await,
+            return result;
         }
     }
 
+    /// Waits for another issuer's lease on `host` to end; returns the certificate it stored
+    /// since `started`, or `None` when it ended without one.
     async fn wait_for_other(
         &self,
         host: &Host,
         started: OffsetDateTime,
-    ) -> Result<CertificateRecord> {
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<CertificateRecord>> {
         info!(%host, "another issuer holds the lease; waiting for its result");
-        let deadline = tokio::time::Instant::now() + self.options.wait_timeout;
         while Lease::is_held(&*self.store, host, OffsetDateTime::now_utc()).await? {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::InProgress { host: host.clone() });
@@ -148,12 +162,8 @@ impl Issuer {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         match self.stored(host).await? {
-            Some(record) if record.issued_at >= started.unix_timestamp() => Ok(record),
-            _ => Err(Error::Refused {
-                host: host.clone(),
-                message: "a concurrent issuance for this host ended without a certificate"
-                    .to_owned(),
-            }),
+            Some(record) if record.issued_at >= started.unix_timestamp() => Ok(Some(record)),
+            _ => Ok(None),
         }
     }
 

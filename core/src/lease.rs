@@ -2,14 +2,17 @@
 //!
 //! A lease is the object `v1/locks/{host}` holding its owner and expiry. It is taken with a
 //! create-if-absent, or by replacing an expired one at its ETag; it is released by overwriting
-//! it as expired at its ETag (LocalStack refuses conditional DELETEs). A crashed issuer's
-//! lease simply runs out.
+//! it as expired at its ETag (LocalStack refuses conditional DELETEs). While held, a task
+//! extends it every third of its lifetime, so a slow order keeps it; a crashed issuer's lease
+//! simply runs out and the next issuer takes it over.
 
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tokio::{sync::Mutex, task::JoinHandle};
+use tracing::warn;
 
 use crate::{
     error::Result,
@@ -23,13 +26,14 @@ struct LeaseBody {
     expires_at: i64,
 }
 
-/// A held lease on one host.
+/// A held lease on one host, extended in the background until released.
 #[derive(Debug)]
 pub struct Lease {
     store: Arc<dyn Storage>,
     host: Host,
     owner: String,
-    etag: ETag,
+    etag: Arc<Mutex<ETag>>,
+    refresher: JoinHandle<()>,
 }
 
 /// What trying to take a lease gave.
@@ -58,7 +62,9 @@ impl Lease {
         // Three rounds cover a lease that vanishes or changes between our read and our write.
         for _ in 0..3 {
             if let Some(etag) = store.create(&key, body.clone()).await? {
-                return Ok(LeaseAttempt::Taken(Self::held(store, host, owner, etag)));
+                return Ok(LeaseAttempt::Taken(Self::held(
+                    store, host, owner, etag, ttl,
+                )));
             }
             let Some(current) = store.get(&key).await? else {
                 continue;
@@ -70,7 +76,9 @@ impl Lease {
                 return Ok(LeaseAttempt::Busy { expires_at });
             }
             if let Some(etag) = store.replace(&key, body.clone(), &current.etag).await? {
-                return Ok(LeaseAttempt::Taken(Self::held(store, host, owner, etag)));
+                return Ok(LeaseAttempt::Taken(Self::held(
+                    store, host, owner, etag, ttl,
+                )));
             }
         }
         Ok(LeaseAttempt::Busy {
@@ -78,12 +86,27 @@ impl Lease {
         })
     }
 
-    fn held(store: Arc<dyn Storage>, host: &Host, owner: String, etag: ETag) -> Self {
+    fn held(
+        store: Arc<dyn Storage>,
+        host: &Host,
+        owner: String,
+        etag: ETag,
+        ttl: Duration,
+    ) -> Self {
+        let etag = Arc::new(Mutex::new(etag));
+        let refresher = tokio::spawn(extend_until_released(
+            Arc::clone(&store),
+            host.clone(),
+            owner.clone(),
+            Arc::clone(&etag),
+            ttl,
+        ));
         Self {
             store,
             host: host.clone(),
             owner,
             etag,
+            refresher,
         }
     }
 
@@ -98,10 +121,46 @@ impl Lease {
 
     /// Gives the lease up by overwriting it as expired, if it is still ours.
     pub async fn release(self) -> Result<()> {
+        self.refresher.abort();
         let key = StorageKeys::lock(&self.host);
         let body = encode(&self.owner, 0);
+        let etag = self.etag.lock().await.clone();
         // Lost means it expired and someone took it over: nothing of ours left to release.
-        self.store.replace(&key, body, &self.etag).await.map(drop)
+        self.store.replace(&key, body, &etag).await.map(drop)
+    }
+
+    /// Forgets the lease without releasing it, as a crashed issuer would.
+    #[cfg(any(test, feature = "conformance"))]
+    pub fn abandon(self) {
+        self.refresher.abort();
+    }
+}
+
+/// Extends the lease every third of `ttl` while its holder works; stops when it is lost.
+async fn extend_until_released(
+    store: Arc<dyn Storage>,
+    host: Host,
+    owner: String,
+    etag: Arc<Mutex<ETag>>,
+    ttl: Duration,
+) {
+    let key = StorageKeys::lock(&host);
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let expires_at = OffsetDateTime::now_utc().unix_timestamp() + ttl.as_secs() as i64;
+        let mut current = etag.lock().await;
+        match store
+            .replace(&key, encode(&owner, expires_at), &current)
+            .await
+        {
+            Ok(Some(next)) => *current = next,
+            Ok(None) => {
+                warn!(%host, "lost the lease while issuing: another issuer took it over");
+                return;
+            }
+            // Keep trying: the lease is still valid for two more thirds of its lifetime.
+            Err(e) => warn!(%host, error = %e, "could not extend the lease"),
+        }
     }
 }
 
@@ -153,6 +212,27 @@ mod tests {
         assert!(Lease::is_held(&*store, &host, later).await.unwrap_or(false));
         second.release().await.unwrap_or_else(|e| panic!("{e}"));
         assert!(!Lease::is_held(&*store, &host, later).await.unwrap_or(true));
+
+        // A held lease outlives its first expiry: the refresher extends it.
+        let short = Duration::from_secs(3);
+        let held = match Lease::try_take(
+            Arc::clone(&store),
+            &host,
+            short,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        {
+            Ok(LeaseAttempt::Taken(lease)) => lease,
+            other => panic!("take: {other:?}"),
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            Lease::is_held(&*store, &host, OffsetDateTime::now_utc())
+                .await
+                .unwrap_or(false)
+        );
+        held.release().await.unwrap_or_else(|e| panic!("{e}"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

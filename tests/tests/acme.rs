@@ -184,3 +184,28 @@ async fn twenty_issuances_succeed_while_the_ca_rejects_half_the_nonces() {
     // Every order was resumed where a request failed, never placed again: one order a host.
     assert_eq!(stack.pebble.orders_created(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_issuers_lease_runs_out_and_the_next_issuance_finishes() {
+    let store = local_store("crash");
+    let stack = Stack::start(Arc::clone(&store), json!({})).await.unwrap();
+    let host = certbucket_core::Host::parse("crashed.example.test").unwrap();
+    // An issuer took the lease and died: the object stays, nobody extends or releases it.
+    let now = time::OffsetDateTime::now_utc();
+    let ttl = std::time::Duration::from_secs(3);
+    match certbucket_core::Lease::try_take(Arc::clone(&store), &host, ttl, now)
+        .await
+        .unwrap()
+    {
+        certbucket_core::LeaseAttempt::Taken(lease) => lease.abandon(),
+        busy => panic!("{busy:?}"),
+    }
+    let started = std::time::Instant::now();
+    let (status, body) = stack.post_form("crashed.example.test").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "waited for the lease to run out"
+    );
+    assert_eq!(stack.pebble.orders_created(), 1);
+}
