@@ -1,34 +1,74 @@
-//! `AdminServer`: the local-only listener for health checks (later metrics and the embedded
-//! admin API).
+//! `AdminServer`: the local-only listener for health checks, readiness and metrics (later the
+//! embedded admin API).
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use certbucket_core::{Storage, StorageKeys};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::debug;
 
 use crate::{
     challenge::text,
     error::EdgeError,
-    server::{accept_loop, drive, listen},
+    metrics::Metrics,
+    resolver::CertResolver,
+    server::{Edge, accept_loop, drive, listen},
 };
 
-/// The admin listener: `GET /healthz` answers `200 ok`.
+/// How long the store may take to answer a readiness probe's read.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long admin requests may run on after shutdown starts.
+const ADMIN_GRACE: Duration = Duration::from_secs(2);
+
+/// What the admin listener reports on, taken from an [`Edge`].
+#[derive(Debug, Clone)]
+struct Observed {
+    store: Arc<dyn Storage>,
+    resolver: Arc<CertResolver>,
+    metrics: Arc<Metrics>,
+}
+
+/// The admin listener: `GET /healthz` answers `200 ok`; once given an [`Edge`] with
+/// [`AdminServer::observe`], `/readyz` and `/metrics` too.
 #[derive(Debug)]
 pub struct AdminServer {
     listener: TcpListener,
     addr: SocketAddr,
+    observed: Option<Observed>,
 }
 
 impl AdminServer {
     /// Binds the admin listener.
     pub async fn bind(addr: SocketAddr) -> Result<Self, EdgeError> {
         let (listener, addr) = listen("admin", addr).await?;
-        Ok(Self { listener, addr })
+        Ok(Self {
+            listener,
+            addr,
+            observed: None,
+        })
+    }
+
+    /// Reports on `edge`: `/readyz` reads its store, `/metrics` shows its counters and cache.
+    #[must_use]
+    pub fn observe(mut self, edge: &Edge) -> Self {
+        let (store, resolver, metrics) = edge.observed();
+        self.observed = Some(Observed {
+            store,
+            resolver,
+            metrics,
+        });
+        self
     }
 
     /// The address the admin listener is bound to.
@@ -39,9 +79,15 @@ impl AdminServer {
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EdgeError> {
         let tracker = TaskTracker::new();
-        accept_loop("admin", self.listener, &shutdown, &tracker, |tcp, _peer| {
-            serve_admin(tcp, shutdown.clone())
-        })
+        let observed = self.observed;
+        accept_loop(
+            "admin",
+            self.listener,
+            &shutdown,
+            &tracker,
+            None,
+            |tcp, _peer| serve_admin(tcp, observed.clone(), shutdown.clone()),
+        )
         .await;
         tracker.close();
         tracker.wait().await;
@@ -49,17 +95,57 @@ impl AdminServer {
     }
 }
 
-async fn serve_admin(tcp: TcpStream, shutdown: CancellationToken) {
-    let service = service_fn(|req| async move { Ok::<_, Infallible>(respond(&req)) });
+async fn serve_admin(tcp: TcpStream, observed: Option<Observed>, shutdown: CancellationToken) {
+    let service = service_fn(move |req| {
+        let observed = observed.clone();
+        async move { Ok::<_, Infallible>(respond(&req, observed.as_ref()).await) }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new());
     let conn = builder.serve_connection(TokioIo::new(tcp), service);
-    drive(conn, &shutdown, |conn| conn.graceful_shutdown()).await;
+    drive(conn, &shutdown, ADMIN_GRACE, None, |conn| {
+        conn.graceful_shutdown();
+    })
+    .await;
 }
 
-fn respond<B>(req: &Request<B>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
+async fn respond<B>(req: &Request<B>, observed: Option<&Observed>) -> Response<Full<Bytes>> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return text(StatusCode::NOT_FOUND, "Not found\n");
+    }
+    match (req.uri().path(), observed) {
+        ("/healthz", _) => text(StatusCode::OK, "ok"),
+        ("/readyz", Some(observed)) => readiness(observed.store.as_ref()).await,
+        ("/metrics", Some(observed)) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let body = observed.metrics.render(observed.resolver.summary(), now);
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         _ => text(StatusCode::NOT_FOUND, "Not found\n"),
     }
+}
+
+/// `200` when the store answers a read of the manifest (present or not) in time, else `503`
+/// saying why.
+async fn readiness(store: &dyn Storage) -> Response<Full<Bytes>> {
+    let read = tokio::time::timeout(READY_TIMEOUT, store.get(&StorageKeys::manifest())).await;
+    let reason = match read {
+        Ok(Ok(_)) => return text(StatusCode::OK, "ready\n"),
+        Ok(Err(e)) => format!("not ready: the store cannot be read: {e}\n"),
+        Err(_) => format!(
+            "not ready: the store did not answer within {} s\n",
+            READY_TIMEOUT.as_secs()
+        ),
+    };
+    debug!("{}", reason.trim_end());
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "");
+    *response.body_mut() = Full::new(Bytes::from(reason));
+    response
 }

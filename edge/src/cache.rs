@@ -100,6 +100,15 @@ impl<T: Clone> CertCache<T> {
         entries.insert(host, Entry { value, expires });
     }
 
+    /// Folds `f` over every value held, fresh or stale.
+    pub(crate) fn fold<A>(&self, init: A, f: impl FnMut(A, &T) -> A) -> A {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .values()
+            .filter_map(|entry| entry.value.as_ref())
+            .fold(init, f)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries

@@ -9,6 +9,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use tracing::{debug, warn};
 
+use crate::metrics::{Challenge, Metrics};
+
 /// The path under which ACME CAs fetch http-01 key authorizations.
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -17,14 +19,16 @@ const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 pub(crate) struct Http01Service {
     store: Arc<dyn Storage>,
     redirect_http: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Http01Service {
     /// A service reading challenges from `store`; `redirect_http` sends the rest to https.
-    pub(crate) fn new(store: Arc<dyn Storage>, redirect_http: bool) -> Self {
+    pub(crate) fn new(store: Arc<dyn Storage>, redirect_http: bool, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             redirect_http,
+            metrics,
         }
     }
 
@@ -46,11 +50,13 @@ impl Http01Service {
     async fn answer(&self, raw: &str) -> Response<Full<Bytes>> {
         // A malformed token never reaches the store, so it cannot name another key.
         let Some(token) = ChallengeToken::parse(raw) else {
+            self.metrics.challenge(Challenge::Invalid);
             debug!(token = ?raw, "malformed challenge token");
             return text(StatusCode::NOT_FOUND, "Not found\n");
         };
         match self.store.get(&StorageKeys::challenge(&token)).await {
             Ok(Some(object)) => {
+                self.metrics.challenge(Challenge::Found);
                 debug!(%token, "answered http-01 challenge");
                 let mut response = Response::new(Full::new(object.bytes));
                 response
@@ -59,10 +65,12 @@ impl Http01Service {
                 response
             }
             Ok(None) => {
+                self.metrics.challenge(Challenge::Missing);
                 debug!(%token, "unknown challenge token");
                 text(StatusCode::NOT_FOUND, "Not found\n")
             }
             Err(e) => {
+                self.metrics.store_error();
                 warn!(%token, error = %e, "cannot read the challenge");
                 text(StatusCode::SERVICE_UNAVAILABLE, "Store unavailable\n")
             }

@@ -8,20 +8,26 @@
 //!
 //! Nouns: [`Edge`] (the listeners and their shutdown), `Http01Service` (port-80 answers),
 //! `CertResolver` (SNI to TLS configuration, the only rustls-specific code), `CertCache`
-//! (positive and negative cache), `Proxy` (the upstream client), [`AdminServer`] (`/healthz`).
+//! (positive and negative cache), `Proxy` (the upstream client), [`EdgeLimits`] (timeouts and
+//! bounds of the public listeners), `ConnectionWatch` (idle and slow-header detection per
+//! connection), `Metrics` (counters), [`AdminServer`] (`/healthz`, `/readyz`, `/metrics`).
 
 mod admin;
 mod cache;
 mod challenge;
 mod error;
+mod limits;
+mod metrics;
 mod proxy;
 mod resolver;
 mod server;
 #[cfg(test)]
 mod testing;
+mod watch;
 
 pub use self::{
     admin::AdminServer,
     error::EdgeError,
+    limits::EdgeLimits,
     server::{Edge, EdgeConfig},
 };

@@ -1,10 +1,10 @@
 //! `certbucket-edge`: flags and environment in, an [`Edge`] and its admin listener out.
 
-use std::{io::IsTerminal, net::SocketAddr, process::ExitCode};
+use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use certbucket_core::{Config, DEFAULT_STORE, StoreUrl};
-use certbucket_edge::{AdminServer, Edge, EdgeConfig};
+use certbucket_edge::{AdminServer, Edge, EdgeConfig, EdgeLimits};
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ struct Args {
     /// Where to terminate TLS.
     #[arg(long, env = "CERTBUCKET_HTTPS_LISTEN", default_value = "0.0.0.0:443")]
     https_listen: SocketAddr,
-    /// Where to serve /healthz.
+    /// Where to serve /healthz, /readyz and /metrics.
     #[arg(
         long,
         env = "CERTBUCKET_ADMIN_LISTEN",
@@ -43,6 +43,43 @@ struct Args {
     /// Log line format.
     #[arg(long, env = "CERTBUCKET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// How long a client may take to send a request's headers (e.g. 10s, 500ms).
+    #[arg(long, env = "CERTBUCKET_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// The largest request head accepted, in bytes; larger ones get 431.
+    #[arg(long, env = "CERTBUCKET_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    max_header_bytes: usize,
+    /// How long a keep-alive connection may stay idle.
+    #[arg(long, env = "CERTBUCKET_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// How many HTTP and TLS connections are held at once; more wait to be accepted.
+    #[arg(long, env = "CERTBUCKET_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[arg(long, env = "CERTBUCKET_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    grace_period: Duration,
+}
+
+/// `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s or 500ms"))?;
+    let per_unit = match unit {
+        "ms" => Duration::from_millis(1),
+        "" | "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    per_unit
+        .checked_mul(u32::try_from(number).map_err(|_| format!("{text:?} is too long"))?)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,15 +110,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => StoreUrl::parse(DEFAULT_STORE)?,
     };
     let store = store_url.open().await?;
-    let edge = Edge::bind(EdgeConfig {
-        http_listen: args.http_listen,
-        https_listen: args.https_listen,
-        upstream: args.upstream.clone(),
-        store,
-        redirect_http: !args.no_redirect,
-    })
+    let mut limits = EdgeLimits::default();
+    limits.header_read_timeout = args.header_read_timeout;
+    limits.max_header_bytes = args.max_header_bytes;
+    limits.idle_timeout = args.idle_timeout;
+    limits.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    limits.grace_period = args.grace_period;
+    let edge = Edge::bind_with(
+        EdgeConfig {
+            http_listen: args.http_listen,
+            https_listen: args.https_listen,
+            upstream: args.upstream.clone(),
+            store,
+            redirect_http: !args.no_redirect,
+        },
+        limits,
+    )
     .await?;
-    let admin = AdminServer::bind(args.admin_listen).await?;
+    let admin = AdminServer::bind(args.admin_listen).await?.observe(&edge);
     let shutdown = edge.shutdown_token();
     let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -102,11 +148,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first SIGTERM or SIGINT drains; a second one exits at once.
+/// SIGTERM drains for the grace period; SIGINT, or a second SIGTERM, exits at once (the edge
+/// writes nothing, so there is nothing to flush).
 async fn stop_on_signal(mut term: Signal, mut int: Signal, shutdown: CancellationToken) {
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+        _ = term.recv() => info!("SIGTERM: draining connections"),
+        _ = int.recv() => {
+            warn!("SIGINT: exiting now");
+            std::process::exit(130);
+        }
     }
     shutdown.cancel();
     tokio::select! {
@@ -143,4 +193,49 @@ fn one_line(error: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        let cases = [
+            ("10s", Some(Duration::from_secs(10))),
+            ("10", Some(Duration::from_secs(10))),
+            ("250ms", Some(Duration::from_millis(250))),
+            ("2m", Some(Duration::from_secs(120))),
+            ("1h", Some(Duration::from_secs(3600))),
+            ("", None),
+            ("s", None),
+            ("1.5s", None),
+            ("10 days", None),
+            ("99999999999s", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text).ok(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn flags_have_defaults() {
+        let args = Args::try_parse_from(["certbucket-edge", "--upstream", "http://app:8080"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(args.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(args.max_header_bytes, 16 * 1024);
+        assert_eq!(args.idle_timeout, Duration::from_secs(60));
+        assert_eq!(args.max_connections, 10_000);
+        assert_eq!(args.grace_period, Duration::from_secs(10));
+        assert!(
+            Args::try_parse_from([
+                "certbucket-edge",
+                "--upstream",
+                "http://app:8080",
+                "--max-connections",
+                "0"
+            ])
+            .is_err()
+        );
+    }
 }

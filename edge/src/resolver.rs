@@ -19,7 +19,11 @@ use rustls::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{cache::CertCache, cache::Lookup, error::EdgeError};
+use crate::{
+    cache::{CertCache, Lookup},
+    error::EdgeError,
+    metrics::{CacheSummary, Metrics},
+};
 
 /// How long a certificate read from the store is served before it is read again.
 const FOUND_TTL: Duration = Duration::from_secs(300);
@@ -35,7 +39,8 @@ const DEFAULT_CERT_CN: &str = "certbucket default";
 /// Never writes to the store.
 pub(crate) struct CertResolver {
     store: Arc<dyn Storage>,
-    cache: CertCache<Arc<ServerConfig>>,
+    cache: CertCache<Served>,
+    metrics: Arc<Metrics>,
     provider: Arc<CryptoProvider>,
     default: Arc<ServerConfig>,
 }
@@ -48,16 +53,24 @@ impl fmt::Debug for CertResolver {
     }
 }
 
+/// A stored certificate ready to serve.
+#[derive(Clone)]
+struct Served {
+    config: Arc<ServerConfig>,
+    /// The leaf's notAfter, Unix seconds.
+    not_after: i64,
+}
+
 /// The outcome of reading a host's certificate from the store.
 enum Loaded {
-    Found(Arc<ServerConfig>),
+    Found(Served),
     Missing,
     Failed,
 }
 
 impl CertResolver {
     /// A resolver over `store`, with a freshly generated default certificate.
-    pub(crate) fn new(store: Arc<dyn Storage>) -> Result<Self, EdgeError> {
+    pub(crate) fn new(store: Arc<dyn Storage>, metrics: Arc<Metrics>) -> Result<Self, EdgeError> {
         // The process-wide provider when main installed one; aws-lc-rs otherwise (tests, embedders).
         let provider = CryptoProvider::get_default()
             .cloned()
@@ -71,6 +84,7 @@ impl CertResolver {
         Ok(Self {
             store,
             cache: CertCache::new(FOUND_TTL, MISSING_TTL),
+            metrics,
             provider,
             default,
         })
@@ -89,12 +103,19 @@ impl CertResolver {
                 return Arc::clone(&self.default);
             }
         };
-        match self.cache.lookup(&host, Instant::now()) {
-            Lookup::Fresh(config) => config,
+        let lookup = self.cache.lookup(&host, Instant::now());
+        if matches!(lookup, Lookup::Fresh(_) | Lookup::Missing) {
+            self.metrics.cache_hit();
+        } else {
+            self.metrics.cache_miss();
+        }
+        match lookup {
+            Lookup::Fresh(served) => served.config,
             Lookup::Missing => Arc::clone(&self.default),
             Lookup::Unknown => match self.load(&host).await {
-                Loaded::Found(config) => {
-                    self.cache.insert(host, Arc::clone(&config), Instant::now());
+                Loaded::Found(served) => {
+                    let config = Arc::clone(&served.config);
+                    self.cache.insert(host, served, Instant::now());
                     config
                 }
                 Loaded::Missing | Loaded::Failed => {
@@ -103,8 +124,9 @@ impl CertResolver {
                 }
             },
             Lookup::Stale(last_good) => match self.load(&host).await {
-                Loaded::Found(config) => {
-                    self.cache.insert(host, Arc::clone(&config), Instant::now());
+                Loaded::Found(served) => {
+                    let config = Arc::clone(&served.config);
+                    self.cache.insert(host, served, Instant::now());
                     config
                 }
                 Loaded::Missing => {
@@ -115,7 +137,7 @@ impl CertResolver {
                 Loaded::Failed => {
                     // An unreachable store or a bad new object must not take a working site down.
                     self.cache.keep(&host, Instant::now());
-                    last_good
+                    last_good.config
                 }
             },
         }
@@ -130,24 +152,50 @@ impl CertResolver {
                 return Loaded::Missing;
             }
             Err(e) => {
+                self.metrics.store_error();
                 warn!(%host, error = %e, "cannot read the certificate");
                 return Loaded::Failed;
             }
         };
         let built = CertificateRecord::from_json(host, &object.bytes)
             .map_err(|e| e.to_string())
-            .and_then(|record| certified_key(&record))
-            .and_then(|key| server_config(&self.provider, key).map_err(|e| e.to_string()));
+            .and_then(|record| {
+                let key = certified_key(&record)?;
+                let config = server_config(&self.provider, key).map_err(|e| e.to_string())?;
+                Ok(Served {
+                    config,
+                    not_after: record.not_after,
+                })
+            });
         match built {
-            Ok(config) => {
+            Ok(served) => {
                 info!(%host, object = %key, "certificate loaded");
-                Loaded::Found(config)
+                Loaded::Found(served)
             }
             Err(message) => {
                 warn!(%host, object = %key, "unusable certificate: {message}");
                 Loaded::Failed
             }
         }
+    }
+}
+
+impl CertResolver {
+    /// Whether `config` is the default certificate's.
+    pub(crate) fn is_default(&self, config: &Arc<ServerConfig>) -> bool {
+        Arc::ptr_eq(config, &self.default)
+    }
+
+    /// How many certificates are cached and when the first of them expires.
+    pub(crate) fn summary(&self) -> CacheSummary {
+        self.cache
+            .fold(CacheSummary::default(), |acc, served| CacheSummary {
+                certificates: acc.certificates + 1,
+                earliest_not_after: Some(
+                    acc.earliest_not_after
+                        .map_or(served.not_after, |t| t.min(served.not_after)),
+                ),
+            })
     }
 }
 
@@ -238,7 +286,8 @@ mod tests {
         let store = TestStore::new();
         let ca = TestCa::new();
         ca.store_cert(&store, "site.example.com").await;
-        let resolver = CertResolver::new(store.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let resolver =
+            CertResolver::new(store.clone(), Arc::default()).unwrap_or_else(|e| panic!("{e}"));
 
         let first = resolver.server_config(Some("site.example.com")).await;
         assert!(!is_default(&resolver, &first));
@@ -252,7 +301,8 @@ mod tests {
     #[tokio::test]
     async fn unknown_names_hit_the_store_once_per_negative_period() {
         let store = TestStore::new();
-        let resolver = CertResolver::new(store.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let resolver =
+            CertResolver::new(store.clone(), Arc::default()).unwrap_or_else(|e| panic!("{e}"));
         for _ in 0..5 {
             let config = resolver.server_config(Some("nobody.example.com")).await;
             assert!(is_default(&resolver, &config));
@@ -264,7 +314,8 @@ mod tests {
     #[tokio::test]
     async fn missing_or_invalid_sni_never_reaches_the_store() {
         let store = TestStore::new();
-        let resolver = CertResolver::new(store.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let resolver =
+            CertResolver::new(store.clone(), Arc::default()).unwrap_or_else(|e| panic!("{e}"));
         let long = "a".repeat(300);
         for sni in [
             None,
@@ -313,7 +364,8 @@ mod tests {
             .await;
         let before = store.keys().await;
 
-        let resolver = CertResolver::new(store.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let resolver =
+            CertResolver::new(store.clone(), Arc::default()).unwrap_or_else(|e| panic!("{e}"));
         for sni in [
             "corrupt.example.com",
             "misplaced.example.com",

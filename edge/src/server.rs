@@ -6,27 +6,40 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use certbucket_core::Storage;
+use http::{Request, Response};
+use http_body_util::{BodyExt, combinators::BoxBody};
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    time::Instant,
+};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use crate::{challenge::Http01Service, error::EdgeError, proxy::Proxy, resolver::CertResolver};
+use crate::{
+    challenge::Http01Service,
+    error::EdgeError,
+    limits::EdgeLimits,
+    metrics::{Handshake, Metrics},
+    proxy::Proxy,
+    resolver::CertResolver,
+    watch::{Check, ConnectionWatch, WatchedIo},
+};
 
 /// How long a client may take to send its ClientHello and finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long in-flight requests may run on after shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// hyper's smallest allowed HTTP/1 read buffer.
+const MIN_BUF_SIZE: usize = 8192;
 
 /// What the edge serves and where.
 #[derive(Debug, Clone)]
@@ -71,14 +84,27 @@ pub struct Edge {
     challenges: Http01Service,
     resolver: Arc<CertResolver>,
     proxy: Arc<Proxy>,
+    store: Arc<dyn Storage>,
+    metrics: Arc<Metrics>,
+    limits: EdgeLimits,
     shutdown: CancellationToken,
 }
 
 impl Edge {
-    /// Binds both listeners (so tests can read the chosen ports before running).
+    /// Binds both listeners (so tests can read the chosen ports before running), with the
+    /// default [`EdgeLimits`].
     pub async fn bind(config: EdgeConfig) -> Result<Self, EdgeError> {
+        Self::bind_with(config, EdgeLimits::default()).await
+    }
+
+    /// Binds both listeners with the given limits.
+    pub async fn bind_with(config: EdgeConfig, limits: EdgeLimits) -> Result<Self, EdgeError> {
+        let metrics = Arc::new(Metrics::default());
         let proxy = Arc::new(Proxy::new(&config.upstream)?);
-        let resolver = Arc::new(CertResolver::new(Arc::clone(&config.store))?);
+        let resolver = Arc::new(CertResolver::new(
+            Arc::clone(&config.store),
+            Arc::clone(&metrics),
+        )?);
         let (http, http_addr) = listen("http", config.http_listen).await?;
         let (https, https_addr) = listen("https", config.https_listen).await?;
         Ok(Self {
@@ -86,9 +112,16 @@ impl Edge {
             https,
             http_addr,
             https_addr,
-            challenges: Http01Service::new(config.store, config.redirect_http),
+            challenges: Http01Service::new(
+                Arc::clone(&config.store),
+                config.redirect_http,
+                Arc::clone(&metrics),
+            ),
             resolver,
             proxy,
+            store: config.store,
+            metrics,
+            limits,
             shutdown: CancellationToken::new(),
         })
     }
@@ -103,10 +136,19 @@ impl Edge {
         self.https_addr
     }
 
-    /// Cancelling this token stops the edge: no new connections, in-flight requests get a few
-    /// seconds to finish.
+    /// Cancelling this token stops the edge: no new connections, in-flight requests get the
+    /// grace period to finish.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// What the admin listener reports on: the store, the certificate cache and the counters.
+    pub(crate) fn observed(&self) -> (Arc<dyn Storage>, Arc<CertResolver>, Arc<Metrics>) {
+        (
+            Arc::clone(&self.store),
+            Arc::clone(&self.resolver),
+            Arc::clone(&self.metrics),
+        )
     }
 
     /// Serves until the shutdown token is cancelled.
@@ -118,27 +160,46 @@ impl Edge {
             challenges,
             resolver,
             proxy,
+            metrics,
+            limits,
             shutdown,
             ..
         } = self;
+        // Both listeners draw from one pool: the limit is on the process's sockets.
+        let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
 
-        let http_loop = accept_loop("http", http, &shutdown, &tracker, |tcp, _peer| {
-            serve_http(tcp, challenges.clone(), shutdown.clone())
-        });
-        let https_loop = accept_loop("https", https, &shutdown, &tracker, |tcp, peer| {
-            serve_https(
-                tcp,
-                peer,
-                Arc::clone(&resolver),
-                Arc::clone(&proxy),
-                shutdown.clone(),
-            )
-        });
+        let http_loop = accept_loop(
+            "http",
+            http,
+            &shutdown,
+            &tracker,
+            Some(&permits),
+            |tcp, _peer| serve_http(tcp, challenges.clone(), limits, shutdown.clone()),
+        );
+        let https_loop = accept_loop(
+            "https",
+            https,
+            &shutdown,
+            &tracker,
+            Some(&permits),
+            |tcp, peer| {
+                serve_https(
+                    tcp,
+                    peer,
+                    Arc::clone(&resolver),
+                    Arc::clone(&proxy),
+                    Arc::clone(&metrics),
+                    limits,
+                    shutdown.clone(),
+                )
+            },
+        );
         tokio::join!(http_loop, https_loop);
 
         tracker.close();
         // Every connection task ends within the grace period; the margin covers scheduling.
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), tracker.wait());
+        let drained =
+            tokio::time::timeout(limits.grace_period + Duration::from_secs(1), tracker.wait());
         if drained.await.is_err() {
             warn!(
                 open = tracker.len(),
@@ -160,25 +221,60 @@ pub(crate) async fn listen(
     Ok((listener, local))
 }
 
-/// Accepts connections until `shutdown`, each handled in its own task on `tracker`.
+/// Accepts connections until `shutdown`, each handled in its own task on `tracker`. With
+/// `permits`, a connection is accepted only once a permit is free and holds it until it ends, so
+/// excess clients wait in the kernel's accept queue instead of costing memory here.
 pub(crate) async fn accept_loop<F, Fut>(
     what: &'static str,
     listener: TcpListener,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
+    permits: Option<&Arc<Semaphore>>,
     handle: F,
 ) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let mut warned_full = false;
     loop {
+        let permit = match permits {
+            Some(permits) => {
+                let acquired = match Arc::clone(permits).try_acquire_owned() {
+                    Ok(permit) => Ok(permit),
+                    Err(_) => {
+                        if !warned_full {
+                            warn!(
+                                listener = what,
+                                "connection limit reached: new connections wait"
+                            );
+                            warned_full = true;
+                        }
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            permit = Arc::clone(permits).acquire_owned() => permit,
+                        }
+                    }
+                };
+                // The semaphore is never closed.
+                let Ok(permit) = acquired else { break };
+                Some(permit)
+            }
+            None => None,
+        };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((tcp, peer)) => {
-                tracker.spawn(handle(tcp, peer));
+                if permits.is_some_and(|p| p.available_permits() > 0) {
+                    warned_full = false;
+                }
+                let served = handle(tcp, peer);
+                tracker.spawn(async move {
+                    served.await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 warn!(listener = what, error = %e, "accept failed");
@@ -189,24 +285,56 @@ pub(crate) async fn accept_loop<F, Fut>(
     debug!(listener = what, "stopped accepting");
 }
 
-/// Runs a hyper connection to its end; on shutdown, closes it gracefully, then drops it after
-/// the grace period.
+/// Runs a hyper connection to its end. On shutdown, or when `watch` finds it idle, closes it
+/// gracefully, then drops it after `grace`; a request head overdue drops it at once.
 pub(crate) async fn drive<C, E>(
     conn: C,
     shutdown: &CancellationToken,
+    grace: Duration,
+    watch: Option<&ConnectionWatch>,
     graceful: impl FnOnce(Pin<&mut C>),
 ) where
     C: Future<Output = Result<(), E>>,
     E: Display,
 {
     let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = shutdown.cancelled() => {
-            graceful(conn.as_mut());
-            match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
-                Ok(result) => result,
-                Err(_) => return,
+    let mut graceful = Some(graceful);
+    let mut closing_until: Option<Instant> = None;
+    let result = loop {
+        let now = Instant::now();
+        let mut wake = closing_until;
+        if closing_until.is_none()
+            && let Some(watch) = watch
+        {
+            match watch.check() {
+                Check::Fine(after) => wake = Some(now + after),
+                Check::HeadTooSlow => {
+                    debug!("request head too slow: closing the connection");
+                    return;
+                }
+                Check::Idle => {
+                    debug!("idle connection: closing");
+                    if let Some(close) = graceful.take() {
+                        close(conn.as_mut());
+                    }
+                    closing_until = Some(now + grace);
+                    wake = closing_until;
+                }
+            }
+        }
+        let sleep = tokio::time::sleep_until(wake.unwrap_or(now + Duration::from_secs(86_400)));
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = shutdown.cancelled(), if closing_until.is_none() => {
+                if let Some(close) = graceful.take() {
+                    close(conn.as_mut());
+                }
+                closing_until = Some(Instant::now() + grace);
+            }
+            () = sleep => {
+                if closing_until.is_some_and(|until| Instant::now() >= until) {
+                    return;
+                }
             }
         }
     };
@@ -215,18 +343,51 @@ pub(crate) async fn drive<C, E>(
     }
 }
 
+/// A response body that keeps `guard` alive until hyper is done with it.
+fn guarded<B>(
+    response: Response<B>,
+    guard: impl Send + Sync + 'static,
+) -> Response<BoxBody<Bytes, B::Error>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+{
+    response.map(|body| {
+        body.map_frame(move |frame| {
+            let _held = &guard;
+            frame
+        })
+        .boxed()
+    })
+}
+
 /// Serves one plain-HTTP connection (HTTP/1.1 only, as ACME CAs and browsers use on port 80).
-async fn serve_http(tcp: TcpStream, challenges: Http01Service, shutdown: CancellationToken) {
-    let service = service_fn(move |req| {
-        let challenges = challenges.clone();
-        async move { Ok::<_, Infallible>(challenges.respond(&req).await) }
-    });
+async fn serve_http(
+    tcp: TcpStream,
+    challenges: Http01Service,
+    limits: EdgeLimits,
+    shutdown: CancellationToken,
+) {
+    let watch = ConnectionWatch::new(&limits, true);
+    let service = {
+        let watch = Arc::clone(&watch);
+        service_fn(move |req: Request<hyper::body::Incoming>| {
+            let guard = watch.request_started();
+            let challenges = challenges.clone();
+            async move { Ok::<_, Infallible>(guarded(challenges.respond(&req).await, guard)) }
+        })
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let conn = builder.serve_connection(TokioIo::new(tcp), service);
-    drive(conn, &shutdown, |conn| conn.graceful_shutdown()).await;
+        .header_read_timeout(None)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE));
+    let io = TokioIo::new(WatchedIo::new(tcp, Arc::clone(&watch)));
+    let conn = builder.serve_connection(io, service);
+    drive(conn, &shutdown, limits.grace_period, Some(&watch), |conn| {
+        conn.graceful_shutdown();
+    })
+    .await;
 }
 
 /// Serves one TLS connection: picks the certificate by SNI, then proxies HTTP/1.1 or HTTP/2.
@@ -235,42 +396,72 @@ async fn serve_https(
     peer: SocketAddr,
     resolver: Arc<CertResolver>,
     proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+    limits: EdgeLimits,
     shutdown: CancellationToken,
 ) {
     let handshake = async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
         let sni = start.client_hello().server_name().map(str::to_owned);
         let config = resolver.server_config(sni.as_deref()).await;
-        start.into_stream(config).await
+        let known = !resolver.is_default(&config);
+        Ok::<_, std::io::Error>((start.into_stream(config).await?, known))
     };
-    let tls = tokio::select! {
+    let (tls, known) = tokio::select! {
         () = shutdown.cancelled() => return,
         done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match done {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(done)) => done,
             Ok(Err(e)) => {
+                metrics.handshake(Handshake::Failed);
                 debug!(%peer, "TLS handshake failed: {e}");
                 return;
             }
             Err(_) => {
+                metrics.handshake(Handshake::Failed);
                 debug!(%peer, "TLS handshake timed out");
                 return;
             }
         },
     };
-
-    let client_ip = peer.ip();
-    let service = service_fn(move |req| {
-        let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(proxy.forward(req, client_ip).await) }
+    metrics.handshake(if known {
+        Handshake::Known
+    } else {
+        Handshake::Default
     });
+
+    // HTTP/2 reads pings and settings between requests: only HTTP/1 heads are timed.
+    let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let watch = ConnectionWatch::new(&limits, !is_h2);
+    let client_ip = peer.ip();
+    let service = {
+        let watch = Arc::clone(&watch);
+        service_fn(move |req| {
+            let guard = watch.request_started();
+            let proxy = Arc::clone(&proxy);
+            let metrics = Arc::clone(&metrics);
+            async move {
+                let response = proxy.forward(req, client_ip).await;
+                metrics.proxy_response(response.status());
+                Ok::<_, Infallible>(guarded(response, guard))
+            }
+        })
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    drive(conn, &shutdown, |conn| conn.graceful_shutdown()).await;
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let io = TokioIo::new(WatchedIo::new(tls, Arc::clone(&watch)));
+    let conn = builder.serve_connection(io, service);
+    drive(conn, &shutdown, limits.grace_period, Some(&watch), |conn| {
+        conn.graceful_shutdown();
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -295,6 +486,7 @@ mod tests {
     struct Running {
         http: SocketAddr,
         https: SocketAddr,
+        admin: SocketAddr,
         shutdown: CancellationToken,
         task: JoinHandle<Result<(), EdgeError>>,
     }
@@ -306,17 +498,33 @@ mod tests {
     }
 
     async fn start(store: Arc<TestStore>, upstream: Uri, redirect_http: bool) -> Running {
+        start_with(store, upstream, redirect_http, EdgeLimits::default()).await
+    }
+
+    async fn start_with(
+        store: Arc<TestStore>,
+        upstream: Uri,
+        redirect_http: bool,
+        limits: EdgeLimits,
+    ) -> Running {
         let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut config = EdgeConfig::new(localhost, localhost, upstream, store);
         config.redirect_http = redirect_http;
-        let edge = Edge::bind(config)
+        let edge = Edge::bind_with(config, limits)
             .await
             .unwrap_or_else(|e| panic!("bind: {e}"));
+        let admin = crate::AdminServer::bind(localhost)
+            .await
+            .unwrap_or_else(|e| panic!("bind admin: {e}"))
+            .observe(&edge);
         let (http, https, shutdown) = (edge.http_addr(), edge.https_addr(), edge.shutdown_token());
+        let admin_addr = admin.local_addr();
+        tokio::spawn(admin.run(shutdown.clone()));
         let task = tokio::spawn(edge.run());
         Running {
             http,
             https,
+            admin: admin_addr,
             shutdown,
             task,
         }
@@ -347,7 +555,7 @@ mod tests {
                         get("x-hop"),
                         req.uri(),
                     );
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service);
@@ -708,5 +916,420 @@ mod tests {
             Edge::bind(config).await,
             Err(EdgeError::Upstream { .. })
         ));
+    }
+
+    /// Reads until the peer closes (or `limit` passes): what it sent, and whether it closed.
+    async fn read_until_closed(tcp: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(limit, tcp.read_to_end(&mut got)).await;
+        (got, read.is_ok())
+    }
+
+    /// The value of one sample line (`name{labels}`) in a Prometheus text page.
+    fn sample(page: &str, series: &str) -> f64 {
+        page.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from\n{page}"))
+    }
+
+    #[tokio::test]
+    async fn a_slowloris_client_is_cut_off_while_others_are_served() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let store = TestStore::new();
+        let limits = EdgeLimits {
+            header_read_timeout: Duration::from_millis(500),
+            ..EdgeLimits::default()
+        };
+        let edge = start_with(store, echo_upstream().await, true, limits).await;
+
+        let mut slow = TcpStream::connect(edge.http)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let head = b"GET / HTTP/1.1\r\nHost: site.example.com\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut sent = 0;
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            // One byte a second, watching for the edge to hang up in between.
+            if slow.write_all(&head[sent..=sent]).await.is_err() {
+                break true;
+            }
+            sent += 1;
+            let (status, _, _) = plain_get(edge.http, Some(SITE), "/served").await;
+            assert_eq!(status, StatusCode::PERMANENT_REDIRECT, "a normal client");
+            match tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break true,
+                Ok(Ok(n)) => panic!(
+                    "the edge answered a request it never fully got: {:?}",
+                    String::from_utf8_lossy(&buf[..n])
+                ),
+                Err(_) if sent == head.len() => break false,
+                Err(_) => {}
+            }
+        };
+        assert!(
+            closed,
+            "the slow client was still connected after {sent} bytes"
+        );
+        assert!(sent < head.len());
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed() {
+        use tokio::io::AsyncWriteExt;
+
+        let store = TestStore::new();
+        let limits = EdgeLimits {
+            idle_timeout: Duration::from_millis(300),
+            ..EdgeLimits::default()
+        };
+        let edge = start_with(store, echo_upstream().await, true, limits).await;
+
+        let mut tcp = TcpStream::connect(edge.http)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: site.example.com\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (answer, closed) = read_until_closed(&mut tcp, Duration::from_secs(20)).await;
+        assert!(answer.starts_with(b"HTTP/1.1 308"), "{answer:?}");
+        assert!(closed, "the idle connection stayed open");
+    }
+
+    #[tokio::test]
+    async fn the_header_timeout_does_not_cut_keep_alive_between_requests() {
+        let store = TestStore::new();
+        let limits = EdgeLimits {
+            header_read_timeout: Duration::from_millis(200),
+            ..EdgeLimits::default()
+        };
+        let edge = start_with(store, echo_upstream().await, true, limits).await;
+
+        let tcp = TcpStream::connect(edge.http)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(conn);
+        for _ in 0..2 {
+            let req = Request::get("/")
+                .header(header::HOST, SITE)
+                .body(Empty::<Bytes>::new())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let response = sender
+                .send_request(req)
+                .await
+                .unwrap_or_else(|e| panic!("the kept-alive connection was closed: {e}"));
+            assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+            // Idle for longer than the header timeout, well within the idle timeout.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_headers_are_refused() {
+        use tokio::io::AsyncWriteExt;
+
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        ca.store_cert(&store, SITE).await;
+        let limits = EdgeLimits {
+            max_header_bytes: 8 * 1024,
+            ..EdgeLimits::default()
+        };
+        let edge = start_with(store, echo_upstream().await, true, limits).await;
+        let big = "a".repeat(12 * 1024);
+
+        // Plain HTTP.
+        let mut tcp = TcpStream::connect(edge.http)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let request = format!("GET / HTTP/1.1\r\nHost: {SITE}\r\nX-Big: {big}\r\n\r\n");
+        // The edge may hang up before the whole request is written.
+        let _ = tcp.write_all(request.as_bytes()).await;
+        let (answer, closed) = read_until_closed(&mut tcp, Duration::from_secs(20)).await;
+        assert!(closed);
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 431"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+
+        // HTTP/1.1 over TLS.
+        let tls = handshake(edge.https, client(ca.roots(), &[b"http/1.1"]), SITE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(conn);
+        let req = Request::get("/")
+            .header(header::HOST, SITE)
+            .header("x-big", big.as_str())
+            .body(Empty::<Bytes>::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        match sender.send_request(req).await {
+            Ok(response) => assert_eq!(
+                response.status(),
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            ),
+            Err(e) => assert!(!e.is_user(), "{e}"),
+        }
+
+        // Headers within the limit are fine.
+        let tls = handshake(edge.https, client(ca.roots(), &[b"http/1.1"]), SITE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let req = Request::get("/")
+            .header(header::HOST, SITE)
+            .header("x-big", "a".repeat(2048))
+            .body(Empty::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, _, _) = send_http1(tls, req).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_wait_until_one_closes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let store = TestStore::new();
+        let limits = EdgeLimits {
+            max_connections: 2,
+            ..EdgeLimits::default()
+        };
+        let edge = start_with(store, echo_upstream().await, true, limits).await;
+        let request = b"GET / HTTP/1.1\r\nHost: site.example.com\r\nConnection: close\r\n\r\n";
+
+        // One connection on each listener: the limit is shared.
+        let mut held_http = TcpStream::connect(edge.http)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let held_https = TcpStream::connect(edge.https)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The held connections were accepted: the first one is served.
+        held_http
+            .write_all(b"GET / HTTP/1.1\r\nHost: site.example.com\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(20), held_http.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("a connection within the limit was not served"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(buf[..n].starts_with(b"HTTP/1.1 308"));
+
+        // The kernel completes the third connection, but the edge does not take it yet.
+        let mut third = TcpStream::connect(edge.http)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        third
+            .write_all(request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+        assert!(early.is_err(), "a connection past the limit was served");
+
+        drop(held_https);
+        let (answer, closed) = read_until_closed(&mut third, Duration::from_secs(20)).await;
+        assert!(closed);
+        assert!(answer.starts_with(b"HTTP/1.1 308"), "{answer:?}");
+        drop(held_http);
+    }
+
+    #[tokio::test]
+    async fn metrics_count_handshakes_lookups_and_responses() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        ca.store_cert(&store, SITE).await;
+        let token = ChallengeToken::parse(TOKEN).unwrap_or_else(|| panic!("token"));
+        store
+            .put_raw(&StorageKeys::challenge(&token), format!("{TOKEN}.x"))
+            .await;
+        let edge = start(store.clone(), echo_upstream().await, true).await;
+        let scrape = || async {
+            let (status, headers, body) =
+                plain_get(edge.admin, Some("localhost"), "/metrics").await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("text/plain; version=0.0.4"))
+            );
+            String::from_utf8(body.to_vec()).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let before = scrape().await;
+        assert_eq!(sample(&before, "certbucket_edge_certificates_cached"), 0.0);
+        assert!(
+            !before
+                .lines()
+                .any(|l| l.starts_with("certbucket_edge_seconds_until_earliest_expiry"))
+        );
+
+        // A known name, then an unknown one, each carrying one proxied request.
+        for (config, sni) in [
+            (client(ca.roots(), &[]), SITE),
+            (accept_any_client(), "unknown.example.com"),
+        ] {
+            let tls = handshake(edge.https, config, sni)
+                .await
+                .unwrap_or_else(|e| panic!("{sni}: {e}"));
+            let req = Request::get("/")
+                .header(header::HOST, sni)
+                .body(Empty::new())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(send_http1(tls, req).await.0, StatusCode::OK);
+        }
+        // Garbage on the TLS port: a failed handshake.
+        let mut tcp = TcpStream::connect(edge.https)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tcp.write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = tcp.read_to_end(&mut Vec::new()).await;
+        // Challenges: found, missing, invalid.
+        for path in [
+            format!("/.well-known/acme-challenge/{TOKEN}"),
+            "/.well-known/acme-challenge/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+            "/.well-known/acme-challenge/a.b".to_owned(),
+        ] {
+            plain_get(edge.http, Some(SITE), &path).await;
+        }
+
+        let after = scrape().await;
+        let expected = [
+            ("certbucket_edge_certificates_cached", 1.0),
+            ("certbucket_edge_cert_cache_hits_total", 0.0),
+            ("certbucket_edge_cert_cache_misses_total", 2.0),
+            ("certbucket_edge_handshakes_total{outcome=\"known\"}", 1.0),
+            ("certbucket_edge_handshakes_total{outcome=\"default\"}", 1.0),
+            ("certbucket_edge_handshakes_total{outcome=\"failed\"}", 1.0),
+            ("certbucket_edge_store_errors_total", 0.0),
+            ("certbucket_edge_proxy_responses_total{class=\"2xx\"}", 2.0),
+            ("certbucket_edge_proxy_responses_total{class=\"5xx\"}", 0.0),
+            (
+                "certbucket_edge_challenge_requests_total{outcome=\"found\"}",
+                1.0,
+            ),
+            (
+                "certbucket_edge_challenge_requests_total{outcome=\"missing\"}",
+                1.0,
+            ),
+            (
+                "certbucket_edge_challenge_requests_total{outcome=\"invalid\"}",
+                1.0,
+            ),
+        ];
+        for (series, want) in expected {
+            assert_eq!(sample(&after, series), want, "{series}");
+        }
+        // rcgen leaves are valid for years; the gauge only needs to be a future instant.
+        assert!(sample(&after, "certbucket_edge_seconds_until_earliest_expiry") > 0.0);
+
+        // The same names again: answered from memory.
+        handshake(edge.https, client(ca.roots(), &[]), SITE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        handshake(edge.https, accept_any_client(), "unknown.example.com")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let again = scrape().await;
+        assert_eq!(sample(&again, "certbucket_edge_cert_cache_hits_total"), 2.0);
+        assert_eq!(
+            sample(&again, "certbucket_edge_cert_cache_misses_total"),
+            2.0
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_store() {
+        let store = TestStore::new();
+        let edge = start(store.clone(), echo_upstream().await, true).await;
+
+        let (status, _, body) = plain_get(edge.admin, Some("localhost"), "/readyz").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"ready\n"[..]));
+        let (status, _, _) = plain_get(edge.admin, Some("localhost"), "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+
+        store.fail_reads(true);
+        let (status, _, body) = plain_get(edge.admin, Some("localhost"), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("store cannot be read"), "{body}");
+        store.fail_reads(false);
+        let (status, _, _) = plain_get(edge.admin, Some("localhost"), "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_a_request_in_flight_finish() {
+        // An upstream that answers only once told to, so the request is surely in flight.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let released = Arc::new(tokio::sync::Mutex::new(Some(released)));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let upstream: Uri = format!(
+            "http://{}",
+            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        )
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (arrived, mut arrival) = tokio::sync::mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let released = Arc::clone(&released);
+                let arrived = arrived.clone();
+                let service = service_fn(move |_req: Request<Incoming>| {
+                    let released = Arc::clone(&released);
+                    let arrived = arrived.clone();
+                    async move {
+                        let _ = arrived.send(()).await;
+                        if let Some(wait) = released.lock().await.take() {
+                            let _ = wait.await;
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("late"))))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        ca.store_cert(&store, SITE).await;
+        let mut edge = start(store, upstream, true).await;
+        let tls = handshake(edge.https, client(ca.roots(), &[]), SITE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let req = Request::get("/slow")
+            .header(header::HOST, SITE)
+            .body(Empty::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let in_flight = tokio::spawn(send_http1(tls, req));
+        arrival.recv().await;
+
+        edge.shutdown.cancel();
+        // Let the shutdown reach the connection before the upstream answers.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = release.send(());
+        let (status, _, body) = tokio::time::timeout(Duration::from_secs(20), in_flight)
+            .await
+            .unwrap_or_else(|_| panic!("the request in flight never finished"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"late"[..]));
+        let done = tokio::time::timeout(Duration::from_secs(20), &mut edge.task).await;
+        assert!(matches!(done, Ok(Ok(Ok(())))));
     }
 }
