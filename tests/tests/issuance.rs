@@ -173,26 +173,41 @@ async fn concurrent_applies_for_one_host_make_one_order() {
     let s3 = S3Env::from_env().unwrap();
     let store: Arc<dyn Storage> = s3.fresh_store().await.unwrap();
     let stack = Stack::start(store, json!({})).await.unwrap();
-    // Register the account first so both callers race on the order, not on the account.
+    // Register the account first so the callers race on the order, not on the account.
     assert_eq!(
         stack.post_form("warmup.example.test").await.0,
         StatusCode::CREATED
     );
     let orders_before = stack.pebble.new_order_count();
 
-    let (a, b) = tokio::join!(
-        stack.post_form("race.example.test"),
-        stack.post_form("race.example.test")
-    );
+    // Ten callers at once, as ten API Gateway requests would be.
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let api = stack.api.clone();
+        callers.spawn(async move {
+            let request = http::Request::post("/acme")
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(bytes::Bytes::from_static(b"host=race.example.test"))
+                .unwrap();
+            let response = api.handle(request).await;
+            let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+            (response.status(), body)
+        });
+    }
+    let answers = callers.join_all().await;
     assert_eq!(
         stack.pebble.new_order_count() - orders_before,
         1,
         "exactly one ACME order"
     );
-    // Both callers are told the truth: the certificate exists, and both say so.
+    // Every caller is told the truth: the certificate exists, and all say so.
     let created = json!({"message": "certificate for host race.example.test is created"});
-    assert_eq!(a, (StatusCode::CREATED, created.clone()));
-    assert_eq!(b, (StatusCode::CREATED, created));
+    for answer in answers {
+        assert_eq!(answer, (StatusCode::CREATED, created.clone()));
+    }
     let (status, listed) = stack.get("/acme/certificates/race.example.test").await;
     assert_eq!(
         (status, &listed["data"]["valid"]),
