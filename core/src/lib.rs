@@ -73,7 +73,7 @@ pub use self::{
     record::{CertificateRecord, LeafCertificate},
     renewal::RenewalPolicy,
     renewal_record::RenewalRecord,
-    renewer::{RenewalFailure, RenewalReport, Renewer},
+    renewer::{RenewalFailure, RenewalReport, Renewer, RequestOutcome},
     secret::Secret,
     selfcheck::ConnectTo,
     storage::{

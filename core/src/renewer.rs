@@ -52,6 +52,28 @@ pub struct RenewalFailure {
     pub error: String,
 }
 
+/// What serving one on-demand request came to, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestOutcome {
+    /// A certificate was issued and stored.
+    Issued,
+    /// The host already has a certificate.
+    AlreadyStored,
+    /// `domains` does not allow the host.
+    NotAllowed,
+}
+
+impl std::fmt::Display for RequestOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Issued => "issued",
+            Self::AlreadyStored => "a certificate is stored already",
+            Self::NotAllowed => "not allowed by domains",
+        })
+    }
+}
+
 /// Renews what is due.
 #[derive(Debug, Clone)]
 pub struct Renewer {
@@ -196,6 +218,22 @@ impl Renewer {
             }
         }
         Ok(wanted)
+    }
+
+    /// Serves one on-demand request now (the `apply` function's S3 event): issues when the
+    /// allow-list takes the host and nothing is stored yet. The request object is removed
+    /// unless issuance failed, so a later run tries again.
+    pub async fn serve_request(&self, host: &Host) -> Result<RequestOutcome> {
+        let outcome = if !self.issuer.config().domains.allows(host) {
+            RequestOutcome::NotAllowed
+        } else if self.issuer.stored(host).await?.is_some() {
+            RequestOutcome::AlreadyStored
+        } else {
+            self.issuer.issue(host).await?;
+            RequestOutcome::Issued
+        };
+        self.drop_request(host).await;
+        Ok(outcome)
     }
 
     async fn drop_request(&self, host: &Host) {

@@ -5,11 +5,13 @@
 //! so `certbucket serve-admin`, the Lambda functions and `certbucket apply`/`list` give the
 //! same answers to the same requests.
 
+mod events;
 mod lambda;
 mod serve;
 mod settings;
 
 pub use self::{
+    events::{FunctionError, handle_apply_event, handle_http_event, handle_renew_all_event},
     lambda::handle_lambda,
     serve::{local_renewal_trigger, serve_admin},
     settings::Settings,

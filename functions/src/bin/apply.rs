@@ -1,7 +1,9 @@
-//! Lambda `apply`: `POST /acme` (and the listing routes) through API Gateway.
+//! Lambda `apply`: the admin routes through API Gateway (HTTP API), and on-demand requests
+//! through S3 events for `requests/`.
 
-use certbucket_functions::{Settings, handle_lambda, init_logging};
+use certbucket_functions::{Settings, handle_apply_event, init_logging};
 use clap::Parser;
+use lambda_http::{LambdaEvent, lambda_runtime};
 
 #[derive(Parser)]
 struct Args {
@@ -10,13 +12,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     certbucket_core::tls::install_crypto_provider();
     init_logging();
-    let api = Args::parse().settings.admin_api().await?;
-    let api = &api;
-    lambda_http::run(lambda_http::service_fn(move |event| {
-        handle_lambda(api, event)
-    }))
+    let api = &Args::parse().settings.admin_api().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<serde_json::Value>| handle_apply_event(api, event.payload),
+    ))
     .await
 }

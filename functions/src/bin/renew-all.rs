@@ -2,11 +2,10 @@
 
 use std::time::SystemTime;
 
-use certbucket_core::{RenewalReport, Renewer};
-use certbucket_functions::{Settings, init_logging};
+use certbucket_core::Renewer;
+use certbucket_functions::{Settings, handle_renew_all_event, init_logging};
 use clap::Parser;
 use lambda_http::{LambdaEvent, lambda_runtime};
-use time::OffsetDateTime;
 
 #[derive(Parser)]
 struct Args {
@@ -29,10 +28,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
             let deadline = tokio::time::Instant::now() + left;
-            let report: RenewalReport = renewer
-                .run(OffsetDateTime::now_utc(), Some(deadline))
-                .await?;
-            Ok::<_, lambda_runtime::Error>(report)
+            handle_renew_all_event(renewer, &event.payload, Some(deadline)).await
         },
     ))
     .await
