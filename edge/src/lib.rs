@@ -2,15 +2,18 @@
 //! rest to https), terminates TLS on port 443 with the certificate the store holds for the
 //! ClientHello's SNI, and reverse-proxies every request to one plain-HTTP upstream.
 //!
-//! The edge only reads the store. Names the store has no certificate for get a self-signed
-//! default certificate (`certbucket.invalid`); certificates are cached in memory and re-read
-//! every few minutes, and a failed re-read keeps the last good one.
+//! The edge reads the store, and writes only on-demand requests. Names the store has no
+//! certificate for get a self-signed default certificate (`certbucket.invalid`), and those the
+//! allow-list takes get one `requests/{host}` object for the functions to issue; certificates
+//! are cached in memory and re-read every few minutes, and a failed re-read keeps the last
+//! good one.
 //!
 //! Nouns: [`Edge`] (the listeners and their shutdown), `Http01Service` (port-80 answers),
 //! `CertResolver` (SNI to TLS configuration, the only rustls-specific code), `CertCache`
 //! (positive and negative cache), `Proxy` (the upstream client), [`EdgeLimits`] (timeouts and
 //! bounds of the public listeners), `ConnectionWatch` (idle and slow-header detection per
-//! connection), `Metrics` (counters), [`AdminServer`] (`/healthz`, `/readyz`, `/metrics`).
+//! connection), `Metrics` (counters), `OnDemandRequests` (one request object per unknown
+//! allowed name), [`AdminServer`] (`/healthz`, `/readyz`, `/metrics`).
 
 mod admin;
 mod cache;
@@ -18,6 +21,7 @@ mod challenge;
 mod error;
 mod limits;
 mod metrics;
+mod ondemand;
 mod proxy;
 mod resolver;
 mod server;

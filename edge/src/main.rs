@@ -104,6 +104,11 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config.as_deref().map(Config::load).transpose()?;
+    // Ask for certificates only where the config names an allow-list.
+    let on_demand = config
+        .as_ref()
+        .map(|c| c.domains.clone())
+        .filter(|d| !d.patterns.is_empty() || d.allow_any_domain);
     let store_url = match (&args.store, config.and_then(|c| c.store)) {
         (Some(url), _) => StoreUrl::parse(url)?,
         (None, Some(url)) => url,
@@ -123,6 +128,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             upstream: args.upstream.clone(),
             store,
             redirect_http: !args.no_redirect,
+            on_demand,
         },
         limits,
     )

@@ -48,6 +48,7 @@ pub(crate) struct Metrics {
     store_errors: AtomicU64,
     proxy_responses: [AtomicU64; 4],
     challenges: [AtomicU64; 3],
+    requests_written: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -89,6 +90,11 @@ impl Metrics {
         }
     }
 
+    /// An on-demand request object written to the store.
+    pub(crate) fn request_written(&self) {
+        bump(&self.requests_written);
+    }
+
     /// Everything in the Prometheus text exposition format, `now` in Unix seconds.
     pub(crate) fn render(&self, cache: CacheSummary, now: i64) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -128,6 +134,12 @@ impl Metrics {
                 ("{outcome=\"default\"}", get(default)),
                 ("{outcome=\"failed\"}", get(failed)),
             ],
+        );
+        family(
+            "certbucket_edge_requests_written_total",
+            "counter",
+            "On-demand certificate requests written to the store.",
+            &[("", get(&self.requests_written))],
         );
         family(
             "certbucket_edge_store_errors_total",

@@ -23,6 +23,7 @@ use crate::{
     cache::{CertCache, Lookup},
     error::EdgeError,
     metrics::{CacheSummary, Metrics},
+    ondemand::OnDemandRequests,
 };
 
 /// How long a certificate read from the store is served before it is read again.
@@ -35,10 +36,11 @@ const MISSING_TTL: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_CERT_NAME: &str = "certbucket.invalid";
 const DEFAULT_CERT_CN: &str = "certbucket default";
 
-/// Picks the `ServerConfig` for an SNI: cache, then store, else the default certificate.
-/// Never writes to the store.
+/// Picks the `ServerConfig` for an SNI: cache, then store, else the default certificate (and,
+/// for names the allow-list takes, an on-demand request). Writes nothing else.
 pub(crate) struct CertResolver {
     store: Arc<dyn Storage>,
+    on_demand: Option<Arc<OnDemandRequests>>,
     cache: CertCache<Served>,
     metrics: Arc<Metrics>,
     provider: Arc<CryptoProvider>,
@@ -70,7 +72,11 @@ enum Loaded {
 
 impl CertResolver {
     /// A resolver over `store`, with a freshly generated default certificate.
-    pub(crate) fn new(store: Arc<dyn Storage>, metrics: Arc<Metrics>) -> Result<Self, EdgeError> {
+    pub(crate) fn new(
+        store: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+        on_demand: Option<Arc<OnDemandRequests>>,
+    ) -> Result<Self, EdgeError> {
         // The process-wide provider when main installed one; aws-lc-rs otherwise (tests, embedders).
         let provider = CryptoProvider::get_default()
             .cloned()
@@ -83,6 +89,7 @@ impl CertResolver {
         })?;
         Ok(Self {
             store,
+            on_demand,
             cache: CertCache::new(FOUND_TTL, MISSING_TTL),
             metrics,
             provider,
@@ -118,7 +125,14 @@ impl CertResolver {
                     self.cache.insert(host, served, Instant::now());
                     config
                 }
-                Loaded::Missing | Loaded::Failed => {
+                Loaded::Missing => {
+                    if let Some(on_demand) = &self.on_demand {
+                        on_demand.ask(&host);
+                    }
+                    self.cache.insert_missing(host, Instant::now());
+                    Arc::clone(&self.default)
+                }
+                Loaded::Failed => {
                     self.cache.insert_missing(host, Instant::now());
                     Arc::clone(&self.default)
                 }
@@ -286,8 +300,8 @@ mod tests {
         let store = TestStore::new();
         let ca = TestCa::new();
         ca.store_cert(&store, "site.example.com").await;
-        let resolver =
-            CertResolver::new(store.clone(), Arc::default()).unwrap_or_else(|e| panic!("{e}"));
+        let resolver = CertResolver::new(store.clone(), Arc::default(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
 
         let first = resolver.server_config(Some("site.example.com")).await;
         assert!(!is_default(&resolver, &first));
@@ -301,8 +315,8 @@ mod tests {
     #[tokio::test]
     async fn unknown_names_hit_the_store_once_per_negative_period() {
         let store = TestStore::new();
-        let resolver =
-            CertResolver::new(store.clone(), Arc::default()).unwrap_or_else(|e| panic!("{e}"));
+        let resolver = CertResolver::new(store.clone(), Arc::default(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
         for _ in 0..5 {
             let config = resolver.server_config(Some("nobody.example.com")).await;
             assert!(is_default(&resolver, &config));
@@ -314,8 +328,8 @@ mod tests {
     #[tokio::test]
     async fn missing_or_invalid_sni_never_reaches_the_store() {
         let store = TestStore::new();
-        let resolver =
-            CertResolver::new(store.clone(), Arc::default()).unwrap_or_else(|e| panic!("{e}"));
+        let resolver = CertResolver::new(store.clone(), Arc::default(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
         let long = "a".repeat(300);
         for sni in [
             None,
@@ -364,8 +378,8 @@ mod tests {
             .await;
         let before = store.keys().await;
 
-        let resolver =
-            CertResolver::new(store.clone(), Arc::default()).unwrap_or_else(|e| panic!("{e}"));
+        let resolver = CertResolver::new(store.clone(), Arc::default(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
         for sni in [
             "corrupt.example.com",
             "misplaced.example.com",

@@ -7,7 +7,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use certbucket_core::Storage;
+use certbucket_core::{DomainPolicy, Storage};
 use http::{Request, Response};
 use http_body_util::{BodyExt, combinators::BoxBody};
 use hyper::service::service_fn;
@@ -29,6 +29,7 @@ use crate::{
     error::EdgeError,
     limits::EdgeLimits,
     metrics::{Handshake, Metrics},
+    ondemand::OnDemandRequests,
     proxy::Proxy,
     resolver::CertResolver,
     watch::{Check, ConnectionWatch, WatchedIo},
@@ -50,10 +51,13 @@ pub struct EdgeConfig {
     pub https_listen: SocketAddr,
     /// Where TLS traffic is proxied to: `http://HOST[:PORT]`.
     pub upstream: http::Uri,
-    /// The bucket holding certificates and challenges; the edge never writes to it.
+    /// The bucket holding certificates and challenges; the edge writes only on-demand requests.
     pub store: Arc<dyn Storage>,
     /// Whether non-challenge requests on the HTTP listener get a `308` to https (else `404`).
     pub redirect_http: bool,
+    /// Which unknown SNIs to ask the functions a certificate for (`v1/requests/{host}`);
+    /// `None` asks for none.
+    pub on_demand: Option<DomainPolicy>,
 }
 
 impl EdgeConfig {
@@ -70,6 +74,7 @@ impl EdgeConfig {
             upstream,
             store,
             redirect_http: true,
+            on_demand: None,
         }
     }
 }
@@ -101,9 +106,17 @@ impl Edge {
     pub async fn bind_with(config: EdgeConfig, limits: EdgeLimits) -> Result<Self, EdgeError> {
         let metrics = Arc::new(Metrics::default());
         let proxy = Arc::new(Proxy::new(&config.upstream)?);
+        let on_demand = config.on_demand.map(|policy| {
+            Arc::new(OnDemandRequests::new(
+                Arc::clone(&config.store),
+                policy,
+                Arc::clone(&metrics),
+            ))
+        });
         let resolver = Arc::new(CertResolver::new(
             Arc::clone(&config.store),
             Arc::clone(&metrics),
+            on_demand,
         )?);
         let (http, http_addr) = listen("http", config.http_listen).await?;
         let (https, https_addr) = listen("https", config.https_listen).await?;
@@ -659,6 +672,51 @@ mod tests {
         }
         let req = req.body(Empty::new()).unwrap_or_else(|e| panic!("{e}"));
         send_http1(tcp, req).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_handshakes_for_an_unknown_allowed_name_writes_one_request() {
+        let store = TestStore::new();
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config =
+            EdgeConfig::new(localhost, localhost, echo_upstream().await, store.clone());
+        config.on_demand = Some(DomainPolicy {
+            patterns: vec![
+                certbucket_core::DomainPattern::parse("*.example.com")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ],
+            allow_any_domain: false,
+            enable_ipv4_common_name: true,
+        });
+        let edge = Edge::bind(config).await.unwrap_or_else(|e| panic!("{e}"));
+        let (https, stop) = (edge.https_addr(), edge.shutdown_token());
+        tokio::spawn(edge.run());
+
+        for sni in ["fresh.example.com", "evil.example.org"] {
+            for _ in 0..20 {
+                let batch: Vec<_> = (0..50)
+                    .map(|_| tokio::spawn(handshake(https, accept_any_client(), sni)))
+                    .collect();
+                for task in batch {
+                    let tls = task
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"))
+                        .unwrap_or_else(|e| panic!("{sni}: {e}"));
+                    assert_eq!(presented_names(&tls), [crate::resolver::DEFAULT_CERT_NAME]);
+                }
+            }
+        }
+        stop.cancel();
+        // The one write runs on a task of its own: give it a moment if it is still going.
+        for _ in 0..100 {
+            if store.creates() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let keys: Vec<_> = store.keys().await.iter().map(ToString::to_string).collect();
+        assert_eq!(keys, ["v1/requests/fresh.example.com"]);
+        assert_eq!(store.creates(), 1, "1,000 handshakes, one write");
     }
 
     #[tokio::test]

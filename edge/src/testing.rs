@@ -56,11 +56,12 @@ impl Drop for TempDir {
     }
 }
 
-/// A local-directory store that counts `get`s and can be made to fail them.
+/// A local-directory store that counts `get`s and `create`s and can be made to fail reads.
 #[derive(Debug)]
 pub(crate) struct TestStore {
     inner: LocalDirStorage,
     gets: AtomicUsize,
+    creates: AtomicUsize,
     failing: AtomicBool,
     _dir: TempDir,
 }
@@ -72,6 +73,7 @@ impl TestStore {
         Arc::new(Self {
             inner,
             gets: AtomicUsize::new(0),
+            creates: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             _dir: dir,
         })
@@ -79,6 +81,10 @@ impl TestStore {
 
     pub(crate) fn gets(&self) -> usize {
         self.gets.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn creates(&self) -> usize {
+        self.creates.load(Ordering::SeqCst)
     }
 
     pub(crate) fn fail_reads(&self, failing: bool) {
@@ -119,6 +125,7 @@ impl Storage for TestStore {
     }
 
     async fn create(&self, key: &StorageKey, bytes: Bytes) -> Result<Option<ETag>> {
+        self.creates.fetch_add(1, Ordering::SeqCst);
         self.inner.create(key, bytes).await
     }
 

@@ -59,6 +59,7 @@ impl Stack {
             upstream: format!("http://{upstream_addr}").parse()?,
             store: Arc::clone(&store),
             redirect_http: true,
+            on_demand: None,
         })
         .await?;
         let pebble = pebble.start(edge.http_addr().port()).await?;

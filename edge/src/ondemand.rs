@@ -1,0 +1,145 @@
+//! `OnDemandRequests`: asks the functions for a certificate the edge does not have, by writing
+//! `v1/requests/{host}` once, for hosts that `domains`/`allow_any_domain` allow.
+//!
+//! A flood of handshakes for one unknown name costs one write: the resolver's negative cache
+//! already spaces the misses out, and a set of names asked for in this process stops the rest.
+//! The write is create-if-absent, so many edges asking for one name leave one object.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use certbucket_core::{DomainPolicy, Host, Storage, StorageKeys};
+use serde_json::json;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// Names remembered as asked for; past this, asking again is a harmless create-if-absent.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Writes on-demand requests for allowed hosts.
+pub(crate) struct OnDemandRequests {
+    store: Arc<dyn Storage>,
+    policy: DomainPolicy,
+    asked: Mutex<HashSet<Host>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for OnDemandRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnDemandRequests")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OnDemandRequests {
+    pub(crate) fn new(
+        store: Arc<dyn Storage>,
+        policy: DomainPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            asked: Mutex::new(HashSet::new()),
+            metrics,
+        }
+    }
+
+    /// Asks for `host` in the background if it is allowed and not asked for yet.
+    pub(crate) fn ask(self: &Arc<Self>, host: &Host) {
+        if !self.policy.allows(host) || !self.remember(host) {
+            return;
+        }
+        let this = Arc::clone(self);
+        let host = host.clone();
+        tokio::spawn(async move {
+            let body = json!({
+                "host": host.as_str(),
+                "requested_at": OffsetDateTime::now_utc().unix_timestamp(),
+            });
+            let key = StorageKeys::request(&host);
+            match this.store.create(&key, Bytes::from(body.to_string())).await {
+                Ok(Some(_)) => {
+                    this.metrics.request_written();
+                    info!(%host, "asked for a certificate (on-demand request written)");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    this.metrics.store_error();
+                    // Forget it, so a later handshake asks again.
+                    this.forget(&host);
+                    warn!(%host, error = %e, "could not write the on-demand request");
+                }
+            }
+        });
+    }
+
+    /// Records `host` as asked for; false when it already was.
+    fn remember(&self, host: &Host) -> bool {
+        let Ok(mut asked) = self.asked.lock() else {
+            return false;
+        };
+        if asked.contains(host) {
+            return false;
+        }
+        if asked.len() < MAX_REMEMBERED {
+            asked.insert(host.clone());
+        }
+        true
+    }
+
+    fn forget(&self, host: &Host) {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.remove(host);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TestStore, host};
+
+    fn policy() -> DomainPolicy {
+        DomainPolicy {
+            patterns: vec![
+                certbucket_core::DomainPattern::parse("*.example.com")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ],
+            allow_any_domain: false,
+            enable_ipv4_common_name: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn asks_once_per_allowed_name_and_never_for_others() {
+        let store = TestStore::new();
+        let metrics = Arc::new(Metrics::default());
+        let requests = Arc::new(OnDemandRequests::new(
+            store.clone(),
+            policy(),
+            Arc::clone(&metrics),
+        ));
+        for _ in 0..1_000 {
+            requests.ask(&host("fresh.example.com"));
+            requests.ask(&host("evil.example.org"));
+            requests.ask(&host("example.com"));
+        }
+        // The write runs on a task: wait for it.
+        for _ in 0..100 {
+            if !store.keys().await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let keys: Vec<_> = store.keys().await.iter().map(ToString::to_string).collect();
+        assert_eq!(keys, ["v1/requests/fresh.example.com"]);
+        assert_eq!(store.creates(), 1);
+    }
+}
