@@ -93,6 +93,12 @@ impl Renewer {
         }
     }
 
+    /// At most `concurrency` issuances at once (at least one).
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
     /// Renews every due host as of `now`, starting nothing after `deadline - reserve`.
     pub async fn run(
         &self,

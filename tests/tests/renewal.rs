@@ -154,3 +154,58 @@ async fn hosts_no_longer_allowed_stop_renewing_and_patch_needs_a_trigger() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_that_stops_half_way_fails_the_rest_records_why_and_loses_nothing() {
+    let s3 = S3Env::from_env().unwrap();
+    let store: Arc<dyn Storage> = s3.fresh_store().await.unwrap();
+    let stack = Stack::start(Arc::clone(&store), json!({})).await.unwrap();
+    let names = ["h1.example.test", "h2.example.test", "h3.example.test"];
+    for host in names {
+        assert_eq!(stack.post_form(host).await.0, StatusCode::CREATED);
+    }
+    let mut before = Vec::new();
+    for host in names {
+        before.push(stored(&*store, host).await);
+    }
+    let far_future = OffsetDateTime::from_unix_timestamp(before[0].0.not_after).unwrap();
+
+    // One at a time, and the CA goes away as soon as the first renewal is stored.
+    let renewer = Renewer::new(stack.api.issuer().clone()).with_concurrency(1);
+    let run = tokio::spawn(async move { renewer.run(far_future, None).await });
+    let pids = stack.pebble.pids();
+    'watch: loop {
+        for (host, (_, tag)) in names.iter().zip(&before) {
+            if stored(&*store, host).await.1 != *tag {
+                break 'watch;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status();
+    }
+    let report = run.await.unwrap().unwrap();
+
+    assert_eq!(report.renewed.len(), 1, "{report:?}");
+    assert_eq!(report.failed.len(), 2, "{report:?}");
+    for failure in &report.failed {
+        let host = Host::parse(&failure.host).unwrap();
+        let history = RenewalRecord::load(&*store, &host).await.unwrap().unwrap();
+        assert_eq!(history.failures, 1);
+        assert!(
+            history
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("ACME error")),
+            "{history:?}"
+        );
+        assert!(history.next_retry.is_some(), "backing off");
+        // Nothing already stored is lost: the old certificate is still there, unchanged.
+        let index = names.iter().position(|n| *n == failure.host).unwrap();
+        assert_eq!(stored(&*store, &failure.host).await.1, before[index].1);
+    }
+}
