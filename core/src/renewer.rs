@@ -7,7 +7,13 @@
 //! done by the next run. Pending on-demand requests (`requests/{host}`) from edges are issued in
 //! the same run when `domains` allows them.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -15,6 +21,7 @@ use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tracing::{info, warn};
 
 use crate::{
+    admin::RenewalTrigger,
     error::{Error, Result},
     host::Host,
     issuer::Issuer,
@@ -91,6 +98,25 @@ impl Renewer {
             concurrency: 4,
             reserve: Duration::from_secs(60),
         }
+    }
+
+    /// A `PATCH /acme` trigger running renew-all on a task of this process, one run at a time.
+    pub fn background_trigger(issuer: Issuer) -> RenewalTrigger {
+        let running = Arc::new(AtomicBool::new(false));
+        Arc::new(move || {
+            if running.swap(true, Ordering::SeqCst) {
+                return Ok(false);
+            }
+            let (issuer, running) = (issuer.clone(), Arc::clone(&running));
+            tokio::spawn(async move {
+                match Self::new(issuer).run(OffsetDateTime::now_utc(), None).await {
+                    Ok(report) => info!(?report, "background renewal finished"),
+                    Err(e) => warn!(error = %e, "background renewal failed"),
+                }
+                running.store(false, Ordering::SeqCst);
+            });
+            Ok(true)
+        })
     }
 
     /// At most `concurrency` issuances at once (at least one).

@@ -1,5 +1,5 @@
-//! `AdminServer`: the local-only listener for health checks, readiness and metrics (later the
-//! embedded admin API).
+//! `AdminServer`: the local-only listener for health checks, readiness and metrics, and in
+//! single-box mode the admin API (`/acme`, `/acme/certificates`).
 
 use std::{
     convert::Infallible,
@@ -9,10 +9,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use certbucket_core::{Storage, StorageKeys};
+use certbucket_core::{AdminApi, MAX_BODY_BYTES, Storage, StorageKeys, json_message};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::service::service_fn;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -46,6 +46,7 @@ pub struct AdminServer {
     listener: TcpListener,
     addr: SocketAddr,
     observed: Option<Observed>,
+    acme: Option<Arc<AdminApi>>,
 }
 
 impl AdminServer {
@@ -56,7 +57,15 @@ impl AdminServer {
             listener,
             addr,
             observed: None,
+            acme: None,
         })
+    }
+
+    /// Also answers the admin API's routes (`/acme...`) with `api`, as Kong's admin port does.
+    #[must_use]
+    pub fn with_admin_api(mut self, api: AdminApi) -> Self {
+        self.acme = Some(Arc::new(api));
+        self
     }
 
     /// Reports on `edge`: `/readyz` reads its store, `/metrics` shows its counters and cache.
@@ -79,14 +88,14 @@ impl AdminServer {
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EdgeError> {
         let tracker = TaskTracker::new();
-        let observed = self.observed;
+        let (observed, acme) = (self.observed, self.acme);
         accept_loop(
             "admin",
             self.listener,
             &shutdown,
             &tracker,
             None,
-            |tcp, _peer| serve_admin(tcp, observed.clone(), shutdown.clone()),
+            |tcp, _peer| serve_admin(tcp, observed.clone(), acme.clone(), shutdown.clone()),
         )
         .await;
         tracker.close();
@@ -95,10 +104,21 @@ impl AdminServer {
     }
 }
 
-async fn serve_admin(tcp: TcpStream, observed: Option<Observed>, shutdown: CancellationToken) {
-    let service = service_fn(move |req| {
-        let observed = observed.clone();
-        async move { Ok::<_, Infallible>(respond(&req, observed.as_ref()).await) }
+async fn serve_admin(
+    tcp: TcpStream,
+    observed: Option<Observed>,
+    acme: Option<Arc<AdminApi>>,
+    shutdown: CancellationToken,
+) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let (observed, acme) = (observed.clone(), acme.clone());
+        async move {
+            let response = match acme {
+                Some(api) if req.uri().path().starts_with("/acme") => admin_api(&api, req).await,
+                _ => respond(&req, observed.as_ref()).await,
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new());
@@ -107,6 +127,21 @@ async fn serve_admin(tcp: TcpStream, observed: Option<Observed>, shutdown: Cance
         conn.graceful_shutdown();
     })
     .await;
+}
+
+/// One admin API request: the body is read up to the API's limit, then routed.
+async fn admin_api(api: &AdminApi, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let text = format!("request body is larger than {MAX_BODY_BYTES} bytes or unreadable");
+            return json_message(StatusCode::PAYLOAD_TOO_LARGE, &text).map(Full::new);
+        }
+    };
+    api.handle(Request::from_parts(parts, body))
+        .await
+        .map(Full::new)
 }
 
 async fn respond<B>(req: &Request<B>, observed: Option<&Observed>) -> Response<Full<Bytes>> {

@@ -89,6 +89,12 @@ impl<T: Clone> CertCache<T> {
         }
     }
 
+    /// Forgets `host`, so the next lookup reads the store (e.g. once it has a certificate).
+    pub(crate) fn forget(&self, host: &Host) {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        entries.remove(host);
+    }
+
     fn put(&self, host: Host, value: Option<T>, expires: Instant, now: Instant) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= MAX_ENTRIES && !entries.contains_key(&host) {

@@ -33,5 +33,6 @@ pub use self::{
     admin::AdminServer,
     error::EdgeError,
     limits::EdgeLimits,
+    ondemand::OnDemand,
     server::{Edge, EdgeConfig},
 };

@@ -1,10 +1,12 @@
 //! `certbucket-edge`: flags and environment in, an [`Edge`] and its admin listener out.
 
-use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use certbucket_core::{Config, DEFAULT_STORE, StoreUrl};
-use certbucket_edge::{AdminServer, Edge, EdgeConfig, EdgeLimits};
+use certbucket_core::{
+    AdminApi, Config, DEFAULT_STORE, Issuer, IssuerOptions, Renewer, StoreUrl, tls,
+};
+use certbucket_edge::{AdminServer, Edge, EdgeConfig, EdgeLimits, OnDemand};
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -55,9 +57,38 @@ struct Args {
     /// How many HTTP and TLS connections are held at once; more wait to be accepted.
     #[arg(long, env = "CERTBUCKET_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Single-box mode: issue in this process on the first handshake for an allowed name, run
+    /// renew-all on a schedule, and serve the admin API (/acme...) on --admin-listen.
+    #[arg(long, env = "CERTBUCKET_ISSUE_LOCALLY")]
+    issue_locally: bool,
+    /// Extra PEM roots trusted for the ACME directory's HTTPS (with --issue-locally).
+    #[arg(long, env = "CERTBUCKET_ACME_CA_BUNDLE")]
+    acme_ca_bundle: Option<std::path::PathBuf>,
+    /// How often renew-all runs with --issue-locally.
+    #[arg(long, env = "CERTBUCKET_RENEW_EVERY", default_value = "12h", value_parser = parse_duration)]
+    renew_every: Duration,
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "CERTBUCKET_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     grace_period: Duration,
+}
+
+/// Runs renew-all now and then every `period`, until shutdown.
+async fn renew_on_schedule(issuer: Issuer, period: Duration, shutdown: CancellationToken) {
+    let renewer = Renewer::new(issuer);
+    loop {
+        match renewer.run(time::OffsetDateTime::now_utc(), None).await {
+            Ok(report) => info!(
+                renewed = report.renewed.len(),
+                failed = report.failed.len(),
+                "scheduled renew-all done"
+            ),
+            Err(e) => warn!(error = %e, "scheduled renew-all failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
@@ -90,7 +121,7 @@ enum LogFormat {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    certbucket_core::tls::install_crypto_provider();
+    tls::install_crypto_provider();
     let args = Args::parse();
     init_logging(args.log_format);
     match run(args).await {
@@ -104,17 +135,32 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config.as_deref().map(Config::load).transpose()?;
-    // Ask for certificates only where the config names an allow-list.
-    let on_demand = config
-        .as_ref()
-        .map(|c| c.domains.clone())
-        .filter(|d| !d.patterns.is_empty() || d.allow_any_domain);
-    let store_url = match (&args.store, config.and_then(|c| c.store)) {
+    let store_url = match (&args.store, config.as_ref().and_then(|c| c.store.clone())) {
         (Some(url), _) => StoreUrl::parse(url)?,
         (None, Some(url)) => url,
         (None, None) => StoreUrl::parse(DEFAULT_STORE)?,
     };
     let store = store_url.open().await?;
+    let issuer = match (&config, args.issue_locally) {
+        (Some(config), true) => Some(Issuer::new(
+            Arc::clone(&store),
+            Arc::new(config.clone()),
+            tls::acme_http(args.acme_ca_bundle.as_deref())?,
+            IssuerOptions::default(),
+        )),
+        (None, true) => {
+            anyhow::bail!("--issue-locally needs --config (account_email, domains, ...)")
+        }
+        (_, false) => None,
+    };
+    // Ask for certificates only where the config names an allow-list.
+    let on_demand = match (&issuer, &config) {
+        (Some(issuer), _) => Some(OnDemand::Issue(issuer.clone())),
+        (None, Some(config)) => Some(config.domains.clone())
+            .filter(|d| !d.patterns.is_empty() || d.allow_any_domain)
+            .map(OnDemand::Request),
+        (None, None) => None,
+    };
     let mut limits = EdgeLimits::default();
     limits.header_read_timeout = args.header_read_timeout;
     limits.max_header_bytes = args.max_header_bytes;
@@ -133,7 +179,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         limits,
     )
     .await?;
-    let admin = AdminServer::bind(args.admin_listen).await?.observe(&edge);
+    let mut admin = AdminServer::bind(args.admin_listen).await?.observe(&edge);
+    if let Some(issuer) = &issuer {
+        let trigger = Renewer::background_trigger(issuer.clone());
+        admin = admin.with_admin_api(AdminApi::new(issuer.clone()).with_renewal_trigger(trigger));
+        tokio::spawn(renew_on_schedule(
+            issuer.clone(),
+            args.renew_every,
+            edge.shutdown_token(),
+        ));
+    }
     let shutdown = edge.shutdown_token();
     let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;

@@ -1,5 +1,6 @@
-//! `OnDemandRequests`: asks the functions for a certificate the edge does not have, by writing
-//! `v1/requests/{host}` once, for hosts that `domains`/`allow_any_domain` allow.
+//! `OnDemandRequests`: gets a certificate the edge does not have, for hosts that
+//! `domains`/`allow_any_domain` allow: by writing `v1/requests/{host}` once for the functions to
+//! issue, or, in single-box mode, by issuing right here.
 //!
 //! A flood of handshakes for one unknown name costs one write: the resolver's negative cache
 //! already spaces the misses out, and a set of names asked for in this process stops the rest.
@@ -11,7 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use certbucket_core::{DomainPolicy, Host, Storage, StorageKeys};
+use certbucket_core::{DomainPolicy, Host, Issuer, Storage, StorageKeys};
 use serde_json::json;
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -21,10 +22,21 @@ use crate::metrics::Metrics;
 /// Names remembered as asked for; past this, asking again is a harmless create-if-absent.
 const MAX_REMEMBERED: usize = 10_000;
 
-/// Writes on-demand requests for allowed hosts.
+/// What the edge does for an unknown SNI that the allow-list takes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum OnDemand {
+    /// Write `v1/requests/{host}` for the functions to issue (the serverless deployment).
+    Request(DomainPolicy),
+    /// Issue in this process with this issuer and its config's allow-list (`--issue-locally`).
+    Issue(Issuer),
+}
+
+/// Gets certificates for allowed hosts the edge has none for.
 pub(crate) struct OnDemandRequests {
     store: Arc<dyn Storage>,
     policy: DomainPolicy,
+    issuer: Option<Issuer>,
     asked: Mutex<HashSet<Host>>,
     metrics: Arc<Metrics>,
 }
@@ -38,26 +50,42 @@ impl std::fmt::Debug for OnDemandRequests {
 }
 
 impl OnDemandRequests {
-    pub(crate) fn new(
-        store: Arc<dyn Storage>,
-        policy: DomainPolicy,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(crate) fn new(store: Arc<dyn Storage>, action: OnDemand, metrics: Arc<Metrics>) -> Self {
+        let (policy, issuer) = match action {
+            OnDemand::Request(policy) => (policy, None),
+            OnDemand::Issue(issuer) => (issuer.config().domains.clone(), Some(issuer)),
+        };
         Self {
             store,
             policy,
+            issuer,
             asked: Mutex::new(HashSet::new()),
             metrics,
         }
     }
 
-    /// Asks for `host` in the background if it is allowed and not asked for yet.
-    pub(crate) fn ask(self: &Arc<Self>, host: &Host) {
+    /// Asks for `host` in the background if it is allowed and not asked for yet; `issued` runs
+    /// once a certificate was issued here.
+    pub(crate) fn ask(self: &Arc<Self>, host: &Host, issued: impl FnOnce() + Send + 'static) {
         if !self.policy.allows(host) || !self.remember(host) {
             return;
         }
         let this = Arc::clone(self);
         let host = host.clone();
+        if let Some(issuer) = self.issuer.clone() {
+            tokio::spawn(async move {
+                match issuer.issue(&host).await {
+                    Ok(_) => {
+                        info!(%host, "certificate issued on demand");
+                        issued();
+                    }
+                    Err(e) => warn!(%host, error = %e, "on-demand issuance failed"),
+                }
+                // Issued or not, a later handshake may ask again (the issuer's backoff applies).
+                this.forget(&host);
+            });
+            return;
+        }
         tokio::spawn(async move {
             let body = json!({
                 "host": host.as_str(),
@@ -123,13 +151,13 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let requests = Arc::new(OnDemandRequests::new(
             store.clone(),
-            policy(),
+            OnDemand::Request(policy()),
             Arc::clone(&metrics),
         ));
         for _ in 0..1_000 {
-            requests.ask(&host("fresh.example.com"));
-            requests.ask(&host("evil.example.org"));
-            requests.ask(&host("example.com"));
+            requests.ask(&host("fresh.example.com"), || {});
+            requests.ask(&host("evil.example.org"), || {});
+            requests.ask(&host("example.com"), || {});
         }
         // The write runs on a task: wait for it.
         for _ in 0..100 {

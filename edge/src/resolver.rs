@@ -41,7 +41,7 @@ const DEFAULT_CERT_CN: &str = "certbucket default";
 pub(crate) struct CertResolver {
     store: Arc<dyn Storage>,
     on_demand: Option<Arc<OnDemandRequests>>,
-    cache: CertCache<Served>,
+    cache: Arc<CertCache<Served>>,
     metrics: Arc<Metrics>,
     provider: Arc<CryptoProvider>,
     default: Arc<ServerConfig>,
@@ -90,7 +90,7 @@ impl CertResolver {
         Ok(Self {
             store,
             on_demand,
-            cache: CertCache::new(FOUND_TTL, MISSING_TTL),
+            cache: Arc::new(CertCache::new(FOUND_TTL, MISSING_TTL)),
             metrics,
             provider,
             default,
@@ -127,7 +127,9 @@ impl CertResolver {
                 }
                 Loaded::Missing => {
                     if let Some(on_demand) = &self.on_demand {
-                        on_demand.ask(&host);
+                        let (cache, name) = (Arc::clone(&self.cache), host.clone());
+                        // Once issued here, the next handshake reads the new certificate.
+                        on_demand.ask(&host, move || cache.forget(&name));
                     }
                     self.cache.insert_missing(host, Instant::now());
                     Arc::clone(&self.default)

@@ -7,7 +7,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use certbucket_core::{DomainPolicy, Storage};
+use certbucket_core::Storage;
 use http::{Request, Response};
 use http_body_util::{BodyExt, combinators::BoxBody};
 use hyper::service::service_fn;
@@ -29,7 +29,7 @@ use crate::{
     error::EdgeError,
     limits::EdgeLimits,
     metrics::{Handshake, Metrics},
-    ondemand::OnDemandRequests,
+    ondemand::{OnDemand, OnDemandRequests},
     proxy::Proxy,
     resolver::CertResolver,
     watch::{Check, ConnectionWatch, WatchedIo},
@@ -55,9 +55,9 @@ pub struct EdgeConfig {
     pub store: Arc<dyn Storage>,
     /// Whether non-challenge requests on the HTTP listener get a `308` to https (else `404`).
     pub redirect_http: bool,
-    /// Which unknown SNIs to ask the functions a certificate for (`v1/requests/{host}`);
-    /// `None` asks for none.
-    pub on_demand: Option<DomainPolicy>,
+    /// What to do for unknown SNIs the allow-list takes: write a request for the functions, or
+    /// issue here; `None` does neither.
+    pub on_demand: Option<OnDemand>,
 }
 
 impl EdgeConfig {
@@ -106,10 +106,10 @@ impl Edge {
     pub async fn bind_with(config: EdgeConfig, limits: EdgeLimits) -> Result<Self, EdgeError> {
         let metrics = Arc::new(Metrics::default());
         let proxy = Arc::new(Proxy::new(&config.upstream)?);
-        let on_demand = config.on_demand.map(|policy| {
+        let on_demand = config.on_demand.map(|action| {
             Arc::new(OnDemandRequests::new(
                 Arc::clone(&config.store),
-                policy,
+                action,
                 Arc::clone(&metrics),
             ))
         });
@@ -680,14 +680,14 @@ mod tests {
         let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut config =
             EdgeConfig::new(localhost, localhost, echo_upstream().await, store.clone());
-        config.on_demand = Some(DomainPolicy {
+        config.on_demand = Some(OnDemand::Request(certbucket_core::DomainPolicy {
             patterns: vec![
                 certbucket_core::DomainPattern::parse("*.example.com")
                     .unwrap_or_else(|e| panic!("{e}")),
             ],
             allow_any_domain: false,
             enable_ipv4_common_name: true,
-        });
+        }));
         let edge = Edge::bind(config).await.unwrap_or_else(|e| panic!("{e}"));
         let (https, stop) = (edge.https_addr(), edge.shutdown_token());
         tokio::spawn(edge.run());

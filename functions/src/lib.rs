@@ -13,7 +13,7 @@ mod settings;
 pub use self::{
     events::{FunctionError, handle_apply_event, handle_http_event, handle_renew_all_event},
     lambda::handle_lambda,
-    serve::{local_renewal_trigger, serve_admin},
+    serve::serve_admin,
     settings::Settings,
 };
 pub use certbucket_core::AdminApi;

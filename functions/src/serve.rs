@@ -1,45 +1,16 @@
 //! `serve_admin`: the admin API on a local HTTP listener, as `certbucket serve-admin` runs it.
 
-use std::{
-    convert::Infallible,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-};
+use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
-use certbucket_core::{AdminApi, Issuer, MAX_BODY_BYTES, RenewalTrigger, Renewer, json_message};
+use certbucket_core::{AdminApi, MAX_BODY_BYTES, json_message};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-/// A `PATCH /acme` trigger that runs renew-all on a task of this process, one run at a time.
-pub fn local_renewal_trigger(issuer: Issuer) -> RenewalTrigger {
-    let running = Arc::new(AtomicBool::new(false));
-    Arc::new(move || {
-        if running.swap(true, Ordering::SeqCst) {
-            return Ok(false);
-        }
-        let (issuer, running) = (issuer.clone(), Arc::clone(&running));
-        tokio::spawn(async move {
-            match Renewer::new(issuer)
-                .run(OffsetDateTime::now_utc(), None)
-                .await
-            {
-                Ok(report) => info!(?report, "background renewal finished"),
-                Err(e) => warn!(error = %e, "background renewal failed"),
-            }
-            running.store(false, Ordering::SeqCst);
-        });
-        Ok(true)
-    })
-}
 
 /// Serves `api` on `listener` until `shutdown` is cancelled.
 pub async fn serve_admin(

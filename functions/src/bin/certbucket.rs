@@ -4,7 +4,7 @@ use std::{net::SocketAddr, process::ExitCode};
 
 use bytes::Bytes;
 use certbucket_core::Renewer;
-use certbucket_functions::{Settings, init_logging, local_renewal_trigger, serve_admin};
+use certbucket_functions::{Settings, init_logging, serve_admin};
 use clap::{Parser, Subcommand};
 use http::{Method, Request, StatusCode, header};
 use time::OffsetDateTime;
@@ -96,7 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
         }
         Command::ServeAdmin { listen } => {
-            let trigger = local_renewal_trigger(api.issuer().clone());
+            let trigger = Renewer::background_trigger(api.issuer().clone());
             let api = api.with_renewal_trigger(trigger);
             let listener = tokio::net::TcpListener::bind(listen).await?;
             let shutdown = CancellationToken::new();
