@@ -77,7 +77,7 @@ pub use self::{
     secret::Secret,
     selfcheck::ConnectTo,
     storage::{
-        DEFAULT_STORE, ETag, LocalDirStorage, S3Storage, Storage, StorageKey, StorageKeys,
-        StoreUrl, StoredObject,
+        DEFAULT_STORE, ETag, Freshness, LocalDirStorage, S3Storage, Storage, StorageKey,
+        StorageKeys, StoreUrl, StoredObject,
     },
 };

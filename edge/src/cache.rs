@@ -89,6 +89,19 @@ impl<T: Clone> CertCache<T> {
         }
     }
 
+    /// Marks `host` for a re-read on its next lookup: a held certificate turns stale (and is
+    /// kept if the re-read fails), a known absence is forgotten.
+    pub(crate) fn invalidate(&self, host: &Host, now: Instant) {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        match entries.get_mut(host) {
+            Some(entry) if entry.value.is_some() => entry.expires = now,
+            Some(_) => {
+                entries.remove(host);
+            }
+            None => {}
+        }
+    }
+
     /// Forgets `host`, so the next lookup reads the store (e.g. once it has a certificate).
     pub(crate) fn forget(&self, host: &Host) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);

@@ -13,13 +13,15 @@
 //! (positive and negative cache), `Proxy` (the upstream client), [`EdgeLimits`] (timeouts and
 //! bounds of the public listeners), `ConnectionWatch` (idle and slow-header detection per
 //! connection), `Metrics` (counters), `OnDemandRequests` (one request object per unknown
-//! allowed name), [`AdminServer`] (`/healthz`, `/readyz`, `/metrics`).
+//! allowed name), `ManifestPoller` (new and renewed certificates within one poll),
+//! [`AdminServer`] (`/healthz`, `/readyz`, `/metrics`).
 
 mod admin;
 mod cache;
 mod challenge;
 mod error;
 mod limits;
+mod manifest_poller;
 mod metrics;
 mod ondemand;
 mod proxy;

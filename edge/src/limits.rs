@@ -20,6 +20,8 @@ pub struct EdgeLimits {
     pub max_connections: usize,
     /// How long in-flight requests may run on once shutdown starts.
     pub grace_period: Duration,
+    /// How often `v1/manifest.json` is polled for new and renewed certificates.
+    pub manifest_poll: Duration,
 }
 
 impl Default for EdgeLimits {
@@ -30,6 +32,7 @@ impl Default for EdgeLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             grace_period: Duration::from_secs(10),
+            manifest_poll: Duration::from_secs(5),
         }
     }
 }

@@ -67,6 +67,9 @@ struct Args {
     /// How often renew-all runs with --issue-locally.
     #[arg(long, env = "CERTBUCKET_RENEW_EVERY", default_value = "12h", value_parser = parse_duration)]
     renew_every: Duration,
+    /// How often to poll the store's manifest for new and renewed certificates.
+    #[arg(long, env = "CERTBUCKET_MANIFEST_POLL", default_value = "5s", value_parser = parse_duration)]
+    manifest_poll: Duration,
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "CERTBUCKET_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     grace_period: Duration,
@@ -167,6 +170,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     limits.idle_timeout = args.idle_timeout;
     limits.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     limits.grace_period = args.grace_period;
+    limits.manifest_poll = args.manifest_poll;
     let edge = Edge::bind_with(
         EdgeConfig {
             http_listen: args.http_listen,

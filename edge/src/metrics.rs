@@ -49,6 +49,7 @@ pub(crate) struct Metrics {
     proxy_responses: [AtomicU64; 4],
     challenges: [AtomicU64; 3],
     requests_written: AtomicU64,
+    manifest_polls: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -88,6 +89,17 @@ impl Metrics {
         {
             bump(counter);
         }
+    }
+
+    /// One conditional read of the manifest.
+    pub(crate) fn manifest_poll(&self) {
+        bump(&self.manifest_polls);
+    }
+
+    /// Manifest polls so far.
+    #[cfg(test)]
+    pub(crate) fn manifest_polls(&self) -> u64 {
+        self.manifest_polls.load(Ordering::Relaxed)
     }
 
     /// An on-demand request object written to the store.
@@ -134,6 +146,12 @@ impl Metrics {
                 ("{outcome=\"default\"}", get(default)),
                 ("{outcome=\"failed\"}", get(failed)),
             ],
+        );
+        family(
+            "certbucket_edge_manifest_polls_total",
+            "counter",
+            "Conditional reads of the manifest.",
+            &[("", get(&self.manifest_polls))],
         );
         family(
             "certbucket_edge_requests_written_total",

@@ -197,6 +197,11 @@ impl CertResolver {
 }
 
 impl CertResolver {
+    /// Re-reads `host`'s certificate on its next handshake: the store has a new version.
+    pub(crate) fn invalidate(&self, host: &Host) {
+        self.cache.invalidate(host, Instant::now());
+    }
+
     /// Whether `config` is the default certificate's.
     pub(crate) fn is_default(&self, config: &Arc<ServerConfig>) -> bool {
         Arc::ptr_eq(config, &self.default)

@@ -28,6 +28,7 @@ use crate::{
     challenge::Http01Service,
     error::EdgeError,
     limits::EdgeLimits,
+    manifest_poller::ManifestPoller,
     metrics::{Handshake, Metrics},
     ondemand::{OnDemand, OnDemandRequests},
     proxy::Proxy,
@@ -176,8 +177,16 @@ impl Edge {
             metrics,
             limits,
             shutdown,
+            store,
             ..
         } = self;
+        let poller = ManifestPoller::new(
+            Arc::clone(&store),
+            Arc::clone(&resolver),
+            Arc::clone(&metrics),
+            limits.manifest_poll,
+        );
+        tracker.spawn(poller.run(shutdown.clone()));
         // Both listeners draw from one pool: the limit is on the process's sockets.
         let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
 
@@ -672,6 +681,79 @@ mod tests {
         }
         let req = req.body(Empty::new()).unwrap_or_else(|e| panic!("{e}"));
         send_http1(tcp, req).await
+    }
+
+    /// The DER of the leaf the edge serves for `sni`, verified against `ca`.
+    async fn served_leaf(https: SocketAddr, ca: &TestCa, sni: &str) -> Vec<u8> {
+        let tls = handshake(https, client(ca.roots(), &[]), sni)
+            .await
+            .unwrap_or_else(|e| panic!("verified handshake for {sni}: {e}"));
+        tls.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| leaf.to_vec())
+            .unwrap_or_else(|| panic!("no certificate"))
+    }
+
+    async fn record_in_manifest(store: &TestStore, name: &str) {
+        let host = crate::testing::host(name);
+        let object = store
+            .get(&StorageKeys::cert(&host))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("stored"));
+        certbucket_core::Manifest::record(store, &host, &object.etag)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn renewed_certificates_are_served_after_one_manifest_poll_and_idle_polls_cost_one_read()
+    {
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        ca.store_cert(&store, SITE).await;
+        record_in_manifest(&store, SITE).await;
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = EdgeConfig::new(localhost, localhost, echo_upstream().await, store.clone());
+        let limits = EdgeLimits {
+            manifest_poll: Duration::from_millis(100),
+            ..EdgeLimits::default()
+        };
+        let edge = Edge::bind_with(config, limits)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (https, stop) = (edge.https_addr(), edge.shutdown_token());
+        let (_, _, metrics) = edge.observed();
+        tokio::spawn(edge.run());
+        let first = served_leaf(https, &ca, SITE).await;
+
+        // Idle: every store read is a manifest poll, one read each, however many certificates.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (gets, polls) = (store.gets(), metrics.manifest_polls());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (gets_delta, polls_delta) = (store.gets() - gets, metrics.manifest_polls() - polls);
+        assert!(polls_delta >= 2, "the poller ran ({polls_delta} polls)");
+        // The two counters are read one after the other: a poll may fall between them.
+        assert!(
+            (gets_delta as u64).abs_diff(polls_delta) <= 1,
+            "one store read per poll: {gets_delta} reads for {polls_delta} polls"
+        );
+
+        // Renewed in the store: served without a restart once the manifest says so.
+        ca.store_cert(&store, SITE).await;
+        record_in_manifest(&store, SITE).await;
+        let mut renewed = false;
+        for _ in 0..50 {
+            if served_leaf(https, &ca, SITE).await != first {
+                renewed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(renewed, "the renewed certificate is served");
+        stop.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,40 @@ pub async fn run(store: Arc<dyn Storage>) {
     racing_creates_have_one_winner(Arc::clone(&store)).await;
     racing_replaces_have_one_winner(Arc::clone(&store)).await;
     list_is_sorted_and_scoped(&*store).await;
+    conditional_reads(&*store).await;
+}
+
+async fn conditional_reads(store: &dyn Storage) {
+    use super::Freshness;
+    let key = StorageKeys::manifest();
+    let missing = StorageKeys::cert(&host("never.test"));
+    assert!(matches!(
+        store.get_if_changed(&missing, None).await.unwrap(),
+        Freshness::Missing
+    ));
+    let v1 = store
+        .put(&key, Bytes::from_static(b"{\"v\":1}"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_if_changed(&key, Some(&v1)).await.unwrap(),
+        Freshness::Unchanged
+    ));
+    let v2 = store
+        .put(&key, Bytes::from_static(b"{\"v\":2}"))
+        .await
+        .unwrap();
+    match store.get_if_changed(&key, Some(&v1)).await.unwrap() {
+        Freshness::Changed(object) => {
+            assert_eq!(object.bytes, Bytes::from_static(b"{\"v\":2}"));
+            assert_eq!(object.etag, v2);
+        }
+        other => panic!("expected the new version, got {other:?}"),
+    }
+    assert!(matches!(
+        store.get_if_changed(&key, None).await.unwrap(),
+        Freshness::Changed(_)
+    ));
 }
 
 async fn get_put_delete(store: &dyn Storage) {

@@ -61,11 +61,32 @@ impl fmt::Debug for StoredObject {
     }
 }
 
+/// What a conditional read found.
+#[derive(Debug, Clone)]
+pub enum Freshness {
+    /// The object is still at the tag the caller knows.
+    Unchanged,
+    /// The object changed (or the caller knew none): here it is.
+    Changed(StoredObject),
+    /// There is no such object.
+    Missing,
+}
+
 /// The state store. Conditional writes are atomic: of two racing writers exactly one wins.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Reads an object; a missing one is `Ok(None)`.
     async fn get(&self, key: &StorageKey) -> Result<Option<StoredObject>>;
+
+    /// Reads an object unless it is still at `known`. The default compares tags after a plain
+    /// read; S3 asks with `If-None-Match`, so an unchanged object costs no transfer.
+    async fn get_if_changed(&self, key: &StorageKey, known: Option<&ETag>) -> Result<Freshness> {
+        Ok(match self.get(key).await? {
+            None => Freshness::Missing,
+            Some(object) if Some(&object.etag) == known => Freshness::Unchanged,
+            Some(object) => Freshness::Changed(object),
+        })
+    }
 
     /// Writes an object whatever is there.
     async fn put(&self, key: &StorageKey, bytes: Bytes) -> Result<ETag>;

@@ -13,7 +13,7 @@ use aws_sdk_s3::{
 };
 use bytes::Bytes;
 
-use super::{ETag, Storage, StorageKey, StoredObject};
+use super::{ETag, Freshness, Storage, StorageKey, StoredObject};
 use crate::error::{Error, Result};
 
 /// A store kept in an S3 bucket, under an optional namespace prefix.
@@ -179,6 +179,40 @@ impl Storage for S3Storage {
             .map_err(|e| Error::storage(key.as_str(), e))?
             .into_bytes();
         Ok(Some(StoredObject { bytes, etag }))
+    }
+
+    async fn get_if_changed(&self, key: &StorageKey, known: Option<&ETag>) -> Result<Freshness> {
+        let Some(known) = known else {
+            return Ok(self
+                .get(key)
+                .await?
+                .map_or(Freshness::Missing, Freshness::Changed));
+        };
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .if_none_match(known.as_str())
+            .send()
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(err) if status(&err) == Some(304) => return Ok(Freshness::Unchanged),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(Freshness::Missing);
+            }
+            Err(err) if status(&err) == Some(404) => return Ok(Freshness::Missing),
+            Err(err) => return Err(Error::storage(key.as_str(), describe(err))),
+        };
+        let etag = etag_from(key, out.e_tag())?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::storage(key.as_str(), e))?
+            .into_bytes();
+        Ok(Freshness::Changed(StoredObject { bytes, etag }))
     }
 
     async fn put(&self, key: &StorageKey, bytes: Bytes) -> Result<ETag> {
