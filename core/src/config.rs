@@ -147,20 +147,25 @@ impl Config {
         }
     }
 
-    /// Parses a JSON document.
+    /// Parses a JSON document; secret references read the process environment.
     pub fn from_json(text: &str) -> Result<Self> {
+        Self::from_json_with(text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses a JSON document, resolving `{vault://env/NAME}` references with `env`.
+    fn from_json_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let de = &mut serde_json::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(de)
             .map_err(|e| Error::config(field_of(e.path()), e.inner().to_string()))?;
-        raw.validate()
+        raw.validate(env)
     }
 
-    /// Parses a YAML document.
+    /// Parses a YAML document; secret references read the process environment.
     pub fn from_yaml(text: &str) -> Result<Self> {
         let de = serde_yaml::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(de)
             .map_err(|e| Error::config(field_of(e.path()), e.inner().to_string()))?;
-        raw.validate()
+        raw.validate(&|name| std::env::var(name).ok())
     }
 }
 
@@ -174,7 +179,9 @@ fn field_of(path: &serde_path_to_error::Path) -> String {
 }
 
 impl RawConfig {
-    fn validate(self) -> Result<Config> {
+    fn validate(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        self.account_key = resolve("account_key", self.account_key, env)?;
+        self.eab_hmac_key = resolve("eab_hmac_key", self.eab_hmac_key, env)?;
         let account_email = self
             .account_email
             .ok_or_else(|| Error::config("account_email", "is required"))?;
@@ -257,6 +264,45 @@ impl RawConfig {
             store: store_of(self.storage.as_deref(), self.storage_config)?,
             preferred_chain: self.preferred_chain.filter(|c| !c.is_empty()),
         })
+    }
+}
+
+/// Resolves a referenceable secret field: `{vault://env/NAME}` reads the environment variable
+/// NAME; a plain value is taken as it is. Errors name the field and the reference, never a value.
+fn resolve(
+    field: &str,
+    value: Option<Secret>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let text = value.expose().trim();
+    let Some(reference) = text
+        .strip_prefix("{vault://")
+        .and_then(|r| r.strip_suffix('}'))
+    else {
+        return Ok(Some(value));
+    };
+    match reference.split_once('/') {
+        Some(("env", name)) if !name.is_empty() => env(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| Some(Secret::new(v)))
+            .ok_or_else(|| {
+                Error::config(field, format!("references {text}, but {name} is not set"))
+            }),
+        Some(("aws", _)) => Err(Error::config(
+            field,
+            format!(
+                "{text}: AWS Secrets Manager references are not supported yet; use {{vault://env/NAME}}"
+            ),
+        )),
+        _ => Err(Error::config(
+            field,
+            format!(
+                "{text} is not a reference certbucket understands (expected {{vault://env/NAME}})"
+            ),
+        )),
     }
 }
 
@@ -459,6 +505,40 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pebble.api_uri, "https://127.0.0.1:14000/dir");
+    }
+
+    #[test]
+    fn secret_references_resolve_from_the_environment() {
+        let env = |name: &str| (name == "EAB_KEY").then(|| "c2VjcmV0LWhtYWMta2V5".to_owned());
+        let c = Config::from_json_with(
+            r#"{"account_email":"a@example.com","eab_kid":"kid","eab_hmac_key":"{vault://env/EAB_KEY}"}"#,
+            &env,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let hmac = c.eab.map(|e| e.hmac_key.expose().to_owned());
+        assert_eq!(hmac.as_deref(), Some("c2VjcmV0LWhtYWMta2V5"));
+
+        let cases = [
+            (
+                r#"{vault://env/MISSING}"#,
+                "eab_hmac_key: references {vault://env/MISSING}, but MISSING is not set",
+            ),
+            (r#"{vault://aws/prod/eab}"#, "not supported yet"),
+            (
+                r#"{vault://hcv/x}"#,
+                "is not a reference certbucket understands",
+            ),
+        ];
+        for (reference, want) in cases {
+            let json = format!(
+                r#"{{"account_email":"a@example.com","eab_kid":"k","eab_hmac_key":"{reference}"}}"#
+            );
+            let got = match Config::from_json_with(&json, &env) {
+                Ok(c) => panic!("accepted {reference}: {c:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(got.contains(want), "{reference}: {got}");
+        }
     }
 
     #[test]

@@ -293,7 +293,12 @@ impl Issuer {
     ) -> Result<CertificateRecord> {
         self.ready_challenges(host, order, published).await?;
 
-        let retries = RetryPolicy::new().timeout(self.options.wait_timeout);
+        // Start polling soon (a CA like Pebble validates in milliseconds) and back off gently;
+        // instant-acme honours a Retry-After the CA sends.
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(self.options.wait_timeout);
         let status = retrying!("poll ready", order.poll_ready(&retries).await)
             .map_err(|e| acme(host, "waiting for validation", e))?;
         if status != OrderStatus::Ready {
