@@ -106,13 +106,7 @@ impl Issuer {
             });
         }
         let started = OffsetDateTime::now_utc();
-        let history = RenewalRecord::load(&*self.store, host).await?;
-        if let Some(until) = history.and_then(|h| h.backing_off_until(started)) {
-            return Err(Error::BackingOff {
-                host: host.clone(),
-                until: until.unix_timestamp(),
-            });
-        }
+        self.refuse_if_backing_off(host, started).await?;
         let deadline = tokio::time::Instant::now() + self.options.wait_timeout;
         loop {
             let now = OffsetDateTime::now_utc();
@@ -125,15 +119,8 @@ impl Issuer {
                 }
                 // They stopped without a certificate (or crashed and their lease ran out):
                 // their failure may have started the backoff, which holds for us too.
-                let history = RenewalRecord::load(&*self.store, host).await?;
-                if let Some(until) =
-                    history.and_then(|h| h.backing_off_until(OffsetDateTime::now_utc()))
-                {
-                    return Err(Error::BackingOff {
-                        host: host.clone(),
-                        until: until.unix_timestamp(),
-                    });
-                }
+                self.refuse_if_backing_off(host, OffsetDateTime::now_utc())
+                    .await?;
                 continue;
             };
             let result = self.issue_under_lease(host).await;
@@ -164,6 +151,18 @@ impl Issuer {
         match self.stored(host).await? {
             Some(record) if record.issued_at >= started.unix_timestamp() => Ok(Some(record)),
             _ => Ok(None),
+        }
+    }
+
+    /// `Err(BackingOff)` while a failure's `fail_backoff_minutes` runs for `host`.
+    async fn refuse_if_backing_off(&self, host: &Host, now: OffsetDateTime) -> Result<()> {
+        let history = RenewalRecord::load(&*self.store, host).await?;
+        match history.and_then(|h| h.backing_off_until(now)) {
+            Some(until) => Err(Error::BackingOff {
+                host: host.clone(),
+                until: until.unix_timestamp(),
+            }),
+            None => Ok(()),
         }
     }
 

@@ -76,6 +76,37 @@ impl S3Storage {
         }
     }
 
+    /// One GET, with `If-None-Match: known` when given (S3 answers 304 when unchanged).
+    async fn fetch(&self, key: &StorageKey, known: Option<&ETag>) -> Result<Freshness> {
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .set_if_none_match(known.map(|tag| tag.as_str().to_owned()))
+            .send()
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(err) if known.is_some() && status(&err) == Some(304) => {
+                return Ok(Freshness::Unchanged);
+            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(Freshness::Missing);
+            }
+            Err(err) if status(&err) == Some(404) => return Ok(Freshness::Missing),
+            Err(err) => return Err(Error::storage(key.as_str(), describe(err))),
+        };
+        let etag = etag_from(key, out.e_tag())?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::storage(key.as_str(), e))?
+            .into_bytes();
+        Ok(Freshness::Changed(StoredObject { bytes, etag }))
+    }
+
     async fn conditional_put(
         &self,
         key: &StorageKey,
@@ -156,63 +187,14 @@ where
 #[async_trait]
 impl Storage for S3Storage {
     async fn get(&self, key: &StorageKey) -> Result<Option<StoredObject>> {
-        let result = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.object_key(key))
-            .send()
-            .await;
-        let out = match result {
-            Ok(out) => out,
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-                return Ok(None);
-            }
-            Err(err) if status(&err) == Some(404) => return Ok(None),
-            Err(err) => return Err(Error::storage(key.as_str(), describe(err))),
-        };
-        let etag = etag_from(key, out.e_tag())?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::storage(key.as_str(), e))?
-            .into_bytes();
-        Ok(Some(StoredObject { bytes, etag }))
+        Ok(match self.fetch(key, None).await? {
+            Freshness::Changed(object) => Some(object),
+            Freshness::Missing | Freshness::Unchanged => None,
+        })
     }
 
     async fn get_if_changed(&self, key: &StorageKey, known: Option<&ETag>) -> Result<Freshness> {
-        let Some(known) = known else {
-            return Ok(self
-                .get(key)
-                .await?
-                .map_or(Freshness::Missing, Freshness::Changed));
-        };
-        let result = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.object_key(key))
-            .if_none_match(known.as_str())
-            .send()
-            .await;
-        let out = match result {
-            Ok(out) => out,
-            Err(err) if status(&err) == Some(304) => return Ok(Freshness::Unchanged),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-                return Ok(Freshness::Missing);
-            }
-            Err(err) if status(&err) == Some(404) => return Ok(Freshness::Missing),
-            Err(err) => return Err(Error::storage(key.as_str(), describe(err))),
-        };
-        let etag = etag_from(key, out.e_tag())?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::storage(key.as_str(), e))?
-            .into_bytes();
-        Ok(Freshness::Changed(StoredObject { bytes, etag }))
+        self.fetch(key, known).await
     }
 
     async fn put(&self, key: &StorageKey, bytes: Bytes) -> Result<ETag> {
