@@ -1,7 +1,7 @@
 //! `AdminApi`: Kong's acme admin routes as a plain `http::Request -> http::Response` router,
 //! so the same code answers in Lambda (lambda_http) and in a local server (hyper).
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -24,7 +24,10 @@ const MISSING_HOST: &str = "host must be provided and containing a single domain
 
 /// Starts a renew-all run in the background: a task in a local server, an asynchronous
 /// invocation in Lambda. `Ok(false)` means one was already running.
-pub type RenewalTrigger = Arc<dyn Fn() -> Result<bool, String> + Send + Sync>;
+pub type RenewalTrigger = Arc<dyn Fn() -> TriggerFuture + Send + Sync>;
+
+/// What a [`RenewalTrigger`] returns: resolves once the run has been started (not finished).
+pub type TriggerFuture = Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
 
 /// The admin API: `POST /acme`, `PATCH /acme`, `GET /acme/certificates[/{host}]`.
 #[derive(Clone)]
@@ -78,7 +81,7 @@ impl AdminApi {
         let method = request.method().clone();
         match (method, path.as_str()) {
             (Method::POST, "/acme") => self.post_acme(request).await,
-            (Method::PATCH, "/acme") => self.patch_acme(),
+            (Method::PATCH, "/acme") => self.patch_acme().await,
             (Method::GET, "/acme/certificates") => self.list(&request).await,
             (Method::GET, p) if p.starts_with("/acme/certificates/") => {
                 self.get_one(&p["/acme/certificates/".len()..]).await
@@ -147,7 +150,7 @@ impl AdminApi {
         }
     }
 
-    fn patch_acme(&self) -> Response<Bytes> {
+    async fn patch_acme(&self) -> Response<Bytes> {
         let Some(trigger) = &self.renewal else {
             return message(
                 StatusCode::NOT_IMPLEMENTED,
@@ -155,7 +158,7 @@ impl AdminApi {
                  renew-all function",
             );
         };
-        match trigger() {
+        match trigger().await {
             Ok(true) => message(StatusCode::ACCEPTED, "Renewal process started successfully"),
             Ok(false) => message(StatusCode::ACCEPTED, "Renewal process is already running"),
             Err(e) => {
@@ -485,7 +488,8 @@ mod tests {
         let counter = Arc::clone(&started);
         let api = api.with_renewal_trigger(Arc::new(move || {
             // The first call starts a run; later ones find it still running.
-            Ok(counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0)
+            let first = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            Box::pin(async move { Ok(first) })
         }));
         let patch = || {
             Request::patch("/acme")

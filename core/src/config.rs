@@ -133,18 +133,23 @@ const KONG_STORAGES: [&str; 5] = ["shm", "kong", "redis", "consul", "vault"];
 
 impl Config {
     /// Reads the config from `--config`: inline JSON (starting with `{`) or a path to a JSON or
-    /// YAML file.
-    pub fn load(arg: &str) -> Result<Self> {
-        if arg.trim_start().starts_with('{') {
-            return Self::from_json(arg);
-        }
-        let path = Path::new(arg);
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config("--config", format!("cannot read {arg}: {e}")))?;
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("json") => Self::from_json(&text),
-            _ => Self::from_yaml(&text),
-        }
+    /// YAML file. Secret references are resolved here, so an unresolvable one is a start-up
+    /// error: `{vault://env/NAME}` from the environment, `{vault://aws/SECRET_ID[/FIELD]}` from
+    /// AWS Secrets Manager.
+    pub async fn load(arg: &str) -> Result<Self> {
+        let mut raw = if arg.trim_start().starts_with('{') {
+            RawConfig::from_json(arg)?
+        } else {
+            let path = Path::new(arg);
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::config("--config", format!("cannot read {arg}: {e}")))?;
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => RawConfig::from_json(&text)?,
+                _ => RawConfig::from_yaml(&text)?,
+            }
+        };
+        raw.fetch_aws_secrets().await?;
+        raw.validate(&|name| std::env::var(name).ok())
     }
 
     /// Parses a JSON document; secret references read the process environment.
@@ -154,18 +159,91 @@ impl Config {
 
     /// Parses a JSON document, resolving `{vault://env/NAME}` references with `env`.
     fn from_json_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de)
-            .map_err(|e| Error::config(field_of(e.path()), e.inner().to_string()))?;
-        raw.validate(env)
+        RawConfig::from_json(text)?.validate(env)
     }
 
     /// Parses a YAML document; secret references read the process environment.
     pub fn from_yaml(text: &str) -> Result<Self> {
+        RawConfig::from_yaml(text)?.validate(&|name| std::env::var(name).ok())
+    }
+}
+
+impl RawConfig {
+    fn from_json(text: &str) -> Result<Self> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| Error::config(field_of(e.path()), e.inner().to_string()))
+    }
+
+    fn from_yaml(text: &str) -> Result<Self> {
         let de = serde_yaml::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de)
-            .map_err(|e| Error::config(field_of(e.path()), e.inner().to_string()))?;
-        raw.validate(&|name| std::env::var(name).ok())
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| Error::config(field_of(e.path()), e.inner().to_string()))
+    }
+
+    /// Replaces `{vault://aws/...}` references with the secrets they name; the Secrets Manager
+    /// client is only built when a reference needs it.
+    async fn fetch_aws_secrets(&mut self) -> Result<()> {
+        let mut client = None;
+        for (field, value) in [
+            ("account_key", &mut self.account_key),
+            ("eab_hmac_key", &mut self.eab_hmac_key),
+        ] {
+            let Some(Ok(SecretReference::Aws { secret_id, key })) = value
+                .as_ref()
+                .and_then(|v| SecretReference::parse(v.expose()))
+            else {
+                continue;
+            };
+            if client.is_none() {
+                let config = crate::aws::sdk_config().await;
+                client = Some(aws_sdk_secretsmanager::Client::new(&config));
+            }
+            let Some(client) = &client else { continue };
+            let reference = value.as_ref().map(|v| v.expose().trim().to_owned());
+            let reference = reference.unwrap_or_default();
+            let fetched = fetch_aws_secret(client, &secret_id, key.as_deref())
+                .await
+                .map_err(|m| Error::config(field, format!("references {reference}, but {m}")))?;
+            *value = Some(fetched);
+        }
+        Ok(())
+    }
+}
+
+/// Reads one secret (or one string field of a JSON secret) from Secrets Manager. The error
+/// says what went wrong without any of the secret's text.
+async fn fetch_aws_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+    key: Option<&str>,
+) -> std::result::Result<Secret, String> {
+    let output = client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| {
+            let reason = e
+                .as_service_error()
+                .and_then(|s| s.meta().message().map(str::to_owned))
+                .unwrap_or_else(|| {
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string()
+                });
+            format!("Secrets Manager could not read {secret_id}: {reason}")
+        })?;
+    let text = output.secret_string().ok_or_else(|| {
+        format!("{secret_id} has no string value (binary secrets are not supported)")
+    })?;
+    let Some(key) = key else {
+        return Ok(Secret::new(text.to_owned()));
+    };
+    let document: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|_| format!("{secret_id} is not a JSON object, so it has no field {key:?}"))?;
+    match document.get(key) {
+        Some(serde_json::Value::String(value)) => Ok(Secret::new(value.clone())),
+        Some(_) => Err(format!("field {key:?} of {secret_id} is not a string")),
+        None => Err(format!("{secret_id} has no field {key:?}")),
     }
 }
 
@@ -267,8 +345,46 @@ impl RawConfig {
     }
 }
 
+/// A secret field's reference, as Kong writes them: `{vault://env/NAME}` or
+/// `{vault://aws/SECRET_ID[/KEY]}` (KEY picks one field of a JSON secret).
+#[derive(Debug, PartialEq, Eq)]
+enum SecretReference {
+    Env(String),
+    Aws {
+        secret_id: String,
+        key: Option<String>,
+    },
+}
+
+impl SecretReference {
+    /// `None` for a plain value; `Some(Err)` for a `{vault://...}` certbucket cannot resolve.
+    fn parse(text: &str) -> Option<std::result::Result<Self, String>> {
+        let text = text.trim();
+        let reference = text.strip_prefix("{vault://")?.strip_suffix('}')?;
+        let unknown = || {
+            Err(format!(
+                "{text} is not a reference certbucket understands (expected \
+                 {{vault://env/NAME}} or {{vault://aws/SECRET_ID[/FIELD]}})"
+            ))
+        };
+        Some(match reference.split('/').collect::<Vec<_>>()[..] {
+            ["env", name] if !name.is_empty() => Ok(Self::Env(name.to_owned())),
+            ["aws", id] if !id.is_empty() => Ok(Self::Aws {
+                secret_id: id.to_owned(),
+                key: None,
+            }),
+            ["aws", id, key] if !id.is_empty() && !key.is_empty() => Ok(Self::Aws {
+                secret_id: id.to_owned(),
+                key: Some(key.to_owned()),
+            }),
+            _ => unknown(),
+        })
+    }
+}
+
 /// Resolves a referenceable secret field: `{vault://env/NAME}` reads the environment variable
-/// NAME; a plain value is taken as it is. Errors name the field and the reference, never a value.
+/// NAME; a plain value is taken as it is. `{vault://aws/...}` references were fetched by
+/// [`Config::load`] already. Errors name the field and the reference, never a value.
 fn resolve(
     field: &str,
     value: Option<Secret>,
@@ -278,31 +394,19 @@ fn resolve(
         return Ok(None);
     };
     let text = value.expose().trim();
-    let Some(reference) = text
-        .strip_prefix("{vault://")
-        .and_then(|r| r.strip_suffix('}'))
-    else {
-        return Ok(Some(value));
-    };
-    match reference.split_once('/') {
-        Some(("env", name)) if !name.is_empty() => env(name)
+    match SecretReference::parse(text) {
+        None => Ok(Some(value)),
+        Some(Ok(SecretReference::Env(name))) => env(&name)
             .filter(|v| !v.is_empty())
             .map(|v| Some(Secret::new(v)))
             .ok_or_else(|| {
                 Error::config(field, format!("references {text}, but {name} is not set"))
             }),
-        Some(("aws", _)) => Err(Error::config(
+        Some(Ok(SecretReference::Aws { .. })) => Err(Error::config(
             field,
-            format!(
-                "{text}: AWS Secrets Manager references are not supported yet; use {{vault://env/NAME}}"
-            ),
+            format!("{text}: AWS Secrets Manager references are resolved by Config::load"),
         )),
-        _ => Err(Error::config(
-            field,
-            format!(
-                "{text} is not a reference certbucket understands (expected {{vault://env/NAME}})"
-            ),
-        )),
+        Some(Err(message)) => Err(Error::config(field, message)),
     }
 }
 
@@ -523,7 +627,11 @@ mod tests {
                 r#"{vault://env/MISSING}"#,
                 "eab_hmac_key: references {vault://env/MISSING}, but MISSING is not set",
             ),
-            (r#"{vault://aws/prod/eab}"#, "not supported yet"),
+            (r#"{vault://aws/prod/eab}"#, "resolved by Config::load"),
+            (
+                r#"{vault://aws/a/b/c}"#,
+                "not a reference certbucket understands",
+            ),
             (
                 r#"{vault://hcv/x}"#,
                 "is not a reference certbucket understands",

@@ -39,6 +39,7 @@
 
 mod account;
 mod admin;
+pub mod aws;
 mod challenge;
 mod config;
 mod domains;
@@ -60,7 +61,7 @@ pub mod tls;
 
 pub use self::{
     account::{AcmeAccounts, AcmeHttpFactory},
-    admin::{AdminApi, MAX_BODY_BYTES, RenewalTrigger, message as json_message},
+    admin::{AdminApi, MAX_BODY_BYTES, RenewalTrigger, TriggerFuture, message as json_message},
     challenge::ChallengeToken,
     config::{CertType, Config, EabCredentials, LETS_ENCRYPT},
     domains::{DomainPattern, DomainPolicy},

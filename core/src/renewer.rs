@@ -105,7 +105,7 @@ impl Renewer {
         let running = Arc::new(AtomicBool::new(false));
         Arc::new(move || {
             if running.swap(true, Ordering::SeqCst) {
-                return Ok(false);
+                return Box::pin(async { Ok(false) });
             }
             let (issuer, running) = (issuer.clone(), Arc::clone(&running));
             tokio::spawn(async move {
@@ -115,7 +115,7 @@ impl Renewer {
                 }
                 running.store(false, Ordering::SeqCst);
             });
-            Ok(true)
+            Box::pin(async { Ok(true) })
         })
     }
 

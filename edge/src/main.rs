@@ -137,7 +137,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.config.as_deref().map(Config::load).transpose()?;
+    let config = match args.config.as_deref() {
+        Some(arg) => Some(Config::load(arg).await?),
+        None => None,
+    };
     let store_url = match (&args.store, config.as_ref().and_then(|c| c.store.clone())) {
         (Some(url), _) => StoreUrl::parse(url)?,
         (None, Some(url)) => url,

@@ -6,12 +6,14 @@
 //! same answers to the same requests.
 
 mod events;
+mod invoke;
 mod lambda;
 mod serve;
 mod settings;
 
 pub use self::{
     events::{FunctionError, handle_apply_event, handle_http_event, handle_renew_all_event},
+    invoke::{lambda_renewal_trigger, patch_payload},
     lambda::handle_lambda,
     serve::serve_admin,
     settings::Settings,

@@ -22,11 +22,19 @@ pub struct Settings {
     /// curl --connect-to rules for the http-01 self-check (HOST1:PORT1:HOST2:PORT2,...).
     #[arg(long, env = "CERTBUCKET_CONNECT_TO", global = true, hide = true)]
     pub connect_to: Option<String>,
+    /// The renew-all function (name or ARN) that `PATCH /acme` invokes asynchronously; the
+    /// `apply` function's deployment sets it.
+    #[arg(long, env = "CERTBUCKET_RENEW_FUNCTION", global = true)]
+    pub renew_function: Option<String>,
+    /// How long an issuance's lease lasts without refresh: how long a crashed issuer keeps
+    /// others off its host [default: 300].
+    #[arg(long, env = "CERTBUCKET_LEASE_TTL_SECS", global = true, hide = true)]
+    pub lease_ttl_secs: Option<u64>,
 }
 
 impl Settings {
     /// Loads and validates the config; a missing `--config` is an error that says how to give one.
-    pub fn load_config(&self) -> Result<Config> {
+    pub async fn load_config(&self) -> Result<Config> {
         let arg = self
             .config
             .as_deref()
@@ -36,7 +44,7 @@ impl Settings {
                       account_email"
                     .to_owned(),
             })?;
-        Config::load(arg)
+        Config::load(arg).await
     }
 
     /// Opens the store named by `--store`, else by the config, else the default directory.
@@ -51,11 +59,18 @@ impl Settings {
 
     /// Builds the admin API (and the issuer behind it) from these settings.
     pub async fn admin_api(&self) -> Result<AdminApi> {
-        let config = Arc::new(self.load_config()?);
+        let config = Arc::new(self.load_config().await?);
         let store = self.open_store(&config).await?;
         let http = tls::acme_http(self.acme_ca_bundle.as_deref())?;
-        let issuer = Issuer::new(store, config, http, IssuerOptions::default());
-        let api = AdminApi::new(issuer);
+        let mut options = IssuerOptions::default();
+        if let Some(seconds) = self.lease_ttl_secs {
+            options.lease_ttl = std::time::Duration::from_secs(seconds.max(1));
+        }
+        let issuer = Issuer::new(store, config, http, options);
+        let mut api = AdminApi::new(issuer);
+        if let Some(function) = &self.renew_function {
+            api = api.with_renewal_trigger(crate::lambda_renewal_trigger(function.clone()).await);
+        }
         match &self.connect_to {
             Some(spec) => api.with_connect_to(spec),
             None => Ok(api),

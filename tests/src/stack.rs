@@ -78,7 +78,7 @@ impl Stack {
         if let (Some(base), Value::Object(extra)) = (document.as_object_mut(), config) {
             base.extend(extra);
         }
-        let config = Config::from_json(&document.to_string())?;
+        let config = Config::load(&document.to_string()).await?;
         let http = tls::acme_http(Some(pebble.ca_bundle_path()))?;
         let issuer = Issuer::new(
             Arc::clone(&store),

@@ -4,7 +4,6 @@
 //! `ConditionalRequestConflict` from a concurrent conditional write) means this writer lost.
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, meta::region::RegionProviderChain};
 use aws_sdk_s3::{
     Client,
     config::{RequestChecksumCalculation, http::HttpResponse},
@@ -28,11 +27,7 @@ impl S3Storage {
     /// Builds a client from the standard AWS chain (`AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`,
     /// `AWS_REGION`, credentials); path-style addressing when a custom endpoint is set.
     pub async fn from_env(bucket: String, prefix: String) -> Self {
-        let region = RegionProviderChain::default_provider().or_else("us-east-1");
-        let shared = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
-            .load()
-            .await;
+        let shared = crate::aws::sdk_config().await;
         let custom_endpoint = shared.endpoint_url().is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
             || std::env::var_os("AWS_ENDPOINT_URL").is_some();
