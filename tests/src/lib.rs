@@ -67,6 +67,24 @@ fn unique_suffix() -> String {
     format!("{}-{n}-{:08x}", std::process::id(), hasher.finish() as u32)
 }
 
+/// A binary of this workspace (`certbucket`, `certbucket-edge`, ...) next to the test
+/// executables; fails saying how to build it.
+pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test executable is not under target/<profile>/deps")?;
+    let bin = dir.join(name);
+    if !bin.is_file() {
+        bail!(
+            "{} is not built: run `cargo build --workspace` (scripts/test does) first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 /// A new, empty directory under the system temp dir, unique per call. The caller removes it
 /// (or leaves it for inspection).
 pub fn temp_dir(tag: &str) -> PathBuf {

@@ -34,6 +34,8 @@ pub struct Stack {
     pub edge_http: SocketAddr,
     /// The edge's TLS listener.
     pub edge_https: SocketAddr,
+    /// The config document the issuer runs with, for a `certbucket` process to share.
+    pub config_json: String,
     edge_stop: CancellationToken,
 }
 
@@ -78,7 +80,8 @@ impl Stack {
         if let (Some(base), Value::Object(extra)) = (document.as_object_mut(), config) {
             base.extend(extra);
         }
-        let config = Config::load(&document.to_string()).await?;
+        let config_json = document.to_string();
+        let config = Config::load(&config_json).await?;
         let http = tls::acme_http(Some(pebble.ca_bundle_path()))?;
         let issuer = Issuer::new(
             Arc::clone(&store),
@@ -92,6 +95,7 @@ impl Stack {
             pebble,
             edge_http,
             edge_https,
+            config_json,
             edge_stop,
         })
     }

@@ -209,3 +209,98 @@ async fn a_crashed_issuers_lease_runs_out_and_the_next_issuance_finishes() {
     );
     assert_eq!(stack.pebble.orders_created(), 1);
 }
+
+/// Runs `certbucket apply --host HOST` against the stack's CA and store, with 3-second leases.
+fn apply_process(stack: &Stack, store_dir: &std::path::Path, host: &str) -> std::process::Child {
+    std::process::Command::new(certbucket_tests::workspace_bin("certbucket").unwrap())
+        .args(["--config", &stack.config_json])
+        .arg("--store")
+        .arg(format!("file://{}", store_dir.display()))
+        .arg("--acme-ca-bundle")
+        .arg(stack.pebble.ca_bundle_path())
+        .args(["apply", "--host", host])
+        .env("CERTBUCKET_LEASE_TTL_SECS", "3")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_process_killed_mid_order_leaves_a_lease_that_runs_out() {
+    let dir = temp_dir("sigkill");
+    let store: Arc<dyn Storage> = Arc::new(LocalDirStorage::open(&dir).unwrap());
+    // Pebble waits 1-2 s before validating, so the order is in flight when the issuer dies.
+    let pebble = Pebble::options()
+        .env("PEBBLE_VA_NOSLEEP", "0")
+        .env("PEBBLE_VA_SLEEPTIME", "3");
+    let stack = Stack::start_with(Arc::clone(&store), json!({}), pebble)
+        .await
+        .unwrap();
+
+    // Pebble may pick no wait at all; a host whose issuer finished before the kill is retried
+    // under a new name.
+    let mut killed = None;
+    for attempt in 0..6 {
+        let host = format!("killed-{attempt}.example.test");
+        let parsed = certbucket_core::Host::parse(&host).unwrap();
+        let mut child = apply_process(&stack, &dir, &host);
+        let published = async {
+            loop {
+                let challenges = stack.keys(&StorageKeys::challenge_prefix()).await.unwrap();
+                if !challenges.is_empty() || child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), published)
+            .await
+            .expect("the issuer published no challenge");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let cert = store.get(&StorageKeys::cert(&parsed)).await.unwrap();
+        let lease = store.get(&StorageKeys::lock(&parsed)).await.unwrap();
+        if cert.is_none() {
+            assert!(lease.is_some(), "a killed issuer leaves its lease behind");
+            killed = Some(host);
+            break;
+        }
+        for key in store.list(&StorageKeys::challenge_prefix()).await.unwrap() {
+            store.delete(&key).await.unwrap();
+        }
+    }
+    let host = killed.expect("no issuer was caught mid-order in 6 tries");
+    let orders_before = stack.pebble.orders_created();
+
+    // The next run waits for the dead issuer's lease to run out, then finishes the job.
+    let started = std::time::Instant::now();
+    let out = apply_process(&stack, &dir, &host)
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = format!("certificate for host {host} is created");
+    assert_eq!(stdout["message"], want.as_str(), "{stdout}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "the second run waited for the lease ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(stack.pebble.orders_created(), orders_before + 1);
+    let parsed = certbucket_core::Host::parse(&host).unwrap();
+    assert!(
+        store
+            .get(&StorageKeys::cert(&parsed))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let held = certbucket_core::Lease::is_held(&*store, &parsed, now)
+        .await
+        .unwrap();
+    assert!(!held, "the second run released its lease");
+}
