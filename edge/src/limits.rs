@@ -22,6 +22,9 @@ pub struct EdgeLimits {
     pub grace_period: Duration,
     /// How often `v1/manifest.json` is polled for new and renewed certificates.
     pub manifest_poll: Duration,
+    /// How many names the certificate cache holds (certificates and known absences); past it,
+    /// absences go first, then the least recently used certificates.
+    pub cache_size: usize,
 }
 
 impl Default for EdgeLimits {
@@ -33,6 +36,7 @@ impl Default for EdgeLimits {
             max_connections: 10_000,
             grace_period: Duration::from_secs(10),
             manifest_poll: Duration::from_secs(5),
+            cache_size: crate::cache::DEFAULT_CAPACITY,
         }
     }
 }

@@ -70,6 +70,9 @@ struct Args {
     /// How often to poll the store's manifest for new and renewed certificates.
     #[arg(long, env = "CERTBUCKET_MANIFEST_POLL", default_value = "5s", value_parser = parse_duration)]
     manifest_poll: Duration,
+    /// How many names the certificate cache holds; past it, the least recently used go first.
+    #[arg(long, env = "CERTBUCKET_CACHE_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    cache_size: u32,
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "CERTBUCKET_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     grace_period: Duration,
@@ -171,6 +174,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     limits.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     limits.grace_period = args.grace_period;
     limits.manifest_poll = args.manifest_poll;
+    limits.cache_size = usize::try_from(args.cache_size).unwrap_or(usize::MAX);
     let edge = Edge::bind_with(
         EdgeConfig {
             http_listen: args.http_listen,
@@ -292,6 +296,7 @@ mod tests {
         assert_eq!(args.idle_timeout, Duration::from_secs(60));
         assert_eq!(args.max_connections, 10_000);
         assert_eq!(args.grace_period, Duration::from_secs(10));
+        assert_eq!(args.cache_size, 10_000);
         assert!(
             Args::try_parse_from([
                 "certbucket-edge",

@@ -33,6 +33,7 @@ use crate::{
     ondemand::{OnDemand, OnDemandRequests},
     proxy::Proxy,
     resolver::CertResolver,
+    store_health::StoreHealth,
     watch::{Check, ConnectionWatch, WatchedIo},
 };
 
@@ -92,6 +93,7 @@ pub struct Edge {
     proxy: Arc<Proxy>,
     store: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
+    health: Arc<StoreHealth>,
     limits: EdgeLimits,
     shutdown: CancellationToken,
 }
@@ -114,10 +116,13 @@ impl Edge {
                 Arc::clone(&metrics),
             ))
         });
+        let health = Arc::new(StoreHealth::default());
         let resolver = Arc::new(CertResolver::new(
             Arc::clone(&config.store),
             Arc::clone(&metrics),
+            Arc::clone(&health),
             on_demand,
+            limits.cache_size,
         )?);
         let (http, http_addr) = listen("http", config.http_listen).await?;
         let (https, https_addr) = listen("https", config.https_listen).await?;
@@ -135,6 +140,7 @@ impl Edge {
             proxy,
             store: config.store,
             metrics,
+            health,
             limits,
             shutdown: CancellationToken::new(),
         })
@@ -165,6 +171,11 @@ impl Edge {
         )
     }
 
+    /// Whether the store answered lately and the manifest was read.
+    pub(crate) fn health(&self) -> Arc<StoreHealth> {
+        Arc::clone(&self.health)
+    }
+
     /// Serves until the shutdown token is cancelled.
     pub async fn run(self) -> Result<(), EdgeError> {
         let tracker = TaskTracker::new();
@@ -178,12 +189,14 @@ impl Edge {
             limits,
             shutdown,
             store,
+            health,
             ..
         } = self;
         let poller = ManifestPoller::new(
             Arc::clone(&store),
             Arc::clone(&resolver),
             Arc::clone(&metrics),
+            health,
             limits.manifest_poll,
         );
         tracker.spawn(poller.run(shutdown.clone()));
@@ -1352,7 +1365,10 @@ mod tests {
             ("certbucket_edge_handshakes_total{outcome=\"known\"}", 1.0),
             ("certbucket_edge_handshakes_total{outcome=\"default\"}", 1.0),
             ("certbucket_edge_handshakes_total{outcome=\"failed\"}", 1.0),
-            ("certbucket_edge_store_errors_total", 0.0),
+            (
+                "certbucket_edge_store_errors_total{cause=\"unreachable\"}",
+                0.0,
+            ),
             ("certbucket_edge_proxy_responses_total{class=\"2xx\"}", 2.0),
             ("certbucket_edge_proxy_responses_total{class=\"5xx\"}", 0.0),
             (
@@ -1394,7 +1410,16 @@ mod tests {
         let store = TestStore::new();
         let edge = start(store.clone(), echo_upstream().await, true).await;
 
-        let (status, _, body) = plain_get(edge.admin, Some("localhost"), "/readyz").await;
+        // Ready once the manifest poller has read the manifest (here: found none) once.
+        let mut ready = plain_get(edge.admin, Some("localhost"), "/readyz").await;
+        for _ in 0..100 {
+            if ready.0 == StatusCode::OK {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ready = plain_get(edge.admin, Some("localhost"), "/readyz").await;
+        }
+        let (status, _, body) = ready;
         assert_eq!((status, &body[..]), (StatusCode::OK, &b"ready\n"[..]));
         let (status, _, _) = plain_get(edge.admin, Some("localhost"), "/healthz").await;
         assert_eq!(status, StatusCode::OK);
