@@ -6,7 +6,7 @@ use anyhow::Context;
 use certbucket_core::{
     AdminApi, Config, DEFAULT_STORE, Issuer, IssuerOptions, Renewer, StoreUrl, tls,
 };
-use certbucket_edge::{AdminServer, Edge, EdgeConfig, EdgeLimits, OnDemand};
+use certbucket_edge::{AdminServer, Edge, EdgeConfig, EdgeLimits, OnDemand, UpstreamRoute};
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,15 @@ struct Args {
     /// Where to proxy TLS traffic: http://HOST[:PORT].
     #[arg(long, env = "CERTBUCKET_UPSTREAM")]
     upstream: http::Uri,
+    /// Send a host's requests elsewhere than --upstream: HOST=URL (HOST may be *.example.com or
+    /// example.*); repeatable, or comma-separated in the environment.
+    #[arg(
+        long = "upstream-map",
+        env = "CERTBUCKET_UPSTREAM_MAP",
+        value_name = "HOST=URL",
+        value_delimiter = ','
+    )]
+    upstream_map: Vec<UpstreamRoute>,
     /// Answer 404 instead of redirecting plain-HTTP requests to https.
     #[arg(long, env = "CERTBUCKET_NO_REDIRECT")]
     no_redirect: bool,
@@ -180,6 +189,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             http_listen: args.http_listen,
             https_listen: args.https_listen,
             upstream: args.upstream.clone(),
+            upstream_map: args.upstream_map.clone(),
             store,
             redirect_http: !args.no_redirect,
             on_demand,
@@ -284,6 +294,42 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(parse_duration(text).ok(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_map_is_repeatable_and_comma_separated() {
+        let args = Args::try_parse_from([
+            "certbucket-edge",
+            "--upstream",
+            "http://app:8080",
+            "--upstream-map",
+            "api.example.com=http://api:9000,*.shop.example.com=http://shop:9000",
+            "--upstream-map",
+            "www.example.com=http://www:9000",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text: Vec<String> = args.upstream_map.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "api.example.com=http://api:9000/",
+                "*.shop.example.com=http://shop:9000/",
+                "www.example.com=http://www:9000/",
+            ]
+        );
+        for bad in ["api.example.com", "bad..host=http://a:1"] {
+            assert!(
+                Args::try_parse_from([
+                    "certbucket-edge",
+                    "--upstream",
+                    "http://app:8080",
+                    "--upstream-map",
+                    bad
+                ])
+                .is_err(),
+                "{bad}"
+            );
         }
     }
 

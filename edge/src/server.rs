@@ -34,6 +34,7 @@ use crate::{
     proxy::Proxy,
     resolver::CertResolver,
     store_health::StoreHealth,
+    upstream_map::UpstreamRoute,
     watch::{Check, ConnectionWatch, WatchedIo},
 };
 
@@ -53,6 +54,8 @@ pub struct EdgeConfig {
     pub https_listen: SocketAddr,
     /// Where TLS traffic is proxied to: `http://HOST[:PORT]`.
     pub upstream: http::Uri,
+    /// Hosts whose requests go elsewhere than `upstream` (by the request's `Host`).
+    pub upstream_map: Vec<UpstreamRoute>,
     /// The bucket holding certificates and challenges; the edge writes only on-demand requests.
     pub store: Arc<dyn Storage>,
     /// Whether non-challenge requests on the HTTP listener get a `308` to https (else `404`).
@@ -74,6 +77,7 @@ impl EdgeConfig {
             http_listen,
             https_listen,
             upstream,
+            upstream_map: Vec::new(),
             store,
             redirect_http: true,
             on_demand: None,
@@ -108,7 +112,7 @@ impl Edge {
     /// Binds both listeners with the given limits.
     pub async fn bind_with(config: EdgeConfig, limits: EdgeLimits) -> Result<Self, EdgeError> {
         let metrics = Arc::new(Metrics::default());
-        let proxy = Arc::new(Proxy::new(&config.upstream)?);
+        let proxy = Arc::new(Proxy::new(&config.upstream, &config.upstream_map)?);
         let on_demand = config.on_demand.map(|action| {
             Arc::new(OnDemandRequests::new(
                 Arc::clone(&config.store),
@@ -1024,6 +1028,136 @@ mod tests {
             body,
             format!("host={SITE} proto=https for=127.0.0.1 fwd-host={SITE} hop=- path=/h2")
         );
+    }
+
+    /// An upstream that answers every request with its own name.
+    async fn named_upstream(name: &'static str) -> Uri {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service = service_fn(move |_req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service);
+                tokio::spawn(conn);
+            }
+        });
+        format!("http://{addr}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn mapped_hosts_go_to_their_own_upstreams_and_the_rest_to_the_default() {
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        let names = [
+            "a.example.com",
+            "b.example.com",
+            "c.example.com",
+            "x.wild.example.com",
+        ];
+        for name in names {
+            ca.store_cert(&store, name).await;
+        }
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = EdgeConfig::new(
+            localhost,
+            localhost,
+            named_upstream("default").await,
+            store.clone(),
+        );
+        config.upstream_map = vec![
+            UpstreamRoute {
+                pattern: certbucket_core::DomainPattern::parse("a.example.com")
+                    .unwrap_or_else(|e| panic!("{e}")),
+                upstream: named_upstream("a").await,
+            },
+            format!("B.example.com={}", named_upstream("b").await)
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            format!("*.wild.example.com={}", named_upstream("wild").await)
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        ];
+        let edge = Edge::bind(config)
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let (https, stop) = (edge.https_addr(), edge.shutdown_token());
+        tokio::spawn(edge.run());
+
+        // (SNI, Host header, the upstream that answers): the request's Host decides, as in nginx.
+        let cases = [
+            ("a.example.com", "a.example.com", "a"),
+            ("a.example.com", "A.EXAMPLE.COM:443", "a"),
+            ("b.example.com", "b.example.com", "b"),
+            ("c.example.com", "c.example.com", "default"),
+            ("x.wild.example.com", "x.wild.example.com", "wild"),
+            ("c.example.com", "not a host", "default"),
+        ];
+        for (sni, host, want) in cases {
+            let tls = handshake(https, client(ca.roots(), &[b"http/1.1"]), sni)
+                .await
+                .unwrap_or_else(|e| panic!("{sni}: {e}"));
+            let req = Request::get("/")
+                .header(header::HOST, host)
+                .body(Empty::new())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (status, _, body) = send_http1(tls, req).await;
+            assert_eq!(
+                (status, &body[..]),
+                (StatusCode::OK, want.as_bytes()),
+                "{host}"
+            );
+        }
+
+        // HTTP/2 routes by :authority.
+        let tls = handshake(https, client(ca.roots(), &[b"h2"]), "b.example.com")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(conn);
+        let req = Request::get("https://b.example.com/")
+            .body(Empty::<Bytes>::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let response = sender
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_bytes();
+        assert_eq!(&body[..], b"b");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn refuses_a_bad_upstream_map() {
+        let store = TestStore::new();
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        for entries in [
+            vec!["a.example.com=https://app:1"],
+            vec!["a.example.com=http://app:1/base"],
+            vec!["a.example.com=http://app:1", "a.example.com=http://app:2"],
+        ] {
+            let mut config =
+                EdgeConfig::new(localhost, localhost, echo_upstream().await, store.clone());
+            config.upstream_map = entries
+                .iter()
+                .map(|e| e.parse().unwrap_or_else(|e| panic!("{e}")))
+                .collect();
+            assert!(Edge::bind(config).await.is_err(), "{entries:?}");
+        }
     }
 
     #[tokio::test]
