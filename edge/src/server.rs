@@ -261,8 +261,10 @@ pub(crate) async fn listen(
 }
 
 /// Accepts connections until `shutdown`, each handled in its own task on `tracker`. With
-/// `permits`, a connection is accepted only once a permit is free and holds it until it ends, so
-/// excess clients wait in the kernel's accept queue instead of costing memory here.
+/// `permits`, a connection is served only with a permit, held until it ends; while none is free
+/// the listener stops accepting, so excess clients wait in the kernel's accept queue instead of
+/// costing memory here. A listener waiting for a connection holds no permit: the limit counts
+/// connections, not listeners.
 pub(crate) async fn accept_loop<F, Fut>(
     what: &'static str,
     listener: TcpListener,
@@ -276,50 +278,59 @@ pub(crate) async fn accept_loop<F, Fut>(
 {
     let mut warned_full = false;
     loop {
-        let permit = match permits {
-            Some(permits) => {
-                let acquired = match Arc::clone(permits).try_acquire_owned() {
-                    Ok(permit) => Ok(permit),
-                    Err(_) => {
-                        if !warned_full {
-                            warn!(
-                                listener = what,
-                                "connection limit reached: new connections wait"
-                            );
-                            warned_full = true;
-                        }
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            permit = Arc::clone(permits).acquire_owned() => permit,
-                        }
-                    }
-                };
-                // The semaphore is never closed.
-                let Ok(permit) = acquired else { break };
-                Some(permit)
+        if let Some(permits) = permits
+            && permits.available_permits() == 0
+        {
+            if !warned_full {
+                warn!(
+                    listener = what,
+                    "connection limit reached: new connections wait"
+                );
+                warned_full = true;
             }
-            None => None,
-        };
+            // Wait for a free slot without keeping it.
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = Arc::clone(permits).acquire_owned() => drop(permit),
+            }
+        }
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((tcp, peer)) => {
-                if permits.is_some_and(|p| p.available_permits() > 0) {
-                    warned_full = false;
-                }
-                let served = handle(tcp, peer);
-                tracker.spawn(async move {
-                    served.await;
-                    drop(permit);
-                });
-            }
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 warn!(listener = what, error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
             }
-        }
+        };
+        let permit = match permits {
+            Some(permits) => {
+                let permit = match Arc::clone(permits).try_acquire_owned() {
+                    Ok(permit) => Ok(permit),
+                    // The other listener took the last slot meanwhile: this connection waits
+                    // for the next one, unserved.
+                    Err(_) => tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        permit = Arc::clone(permits).acquire_owned() => permit,
+                    },
+                };
+                // The semaphore is never closed.
+                let Ok(permit) = permit else { break };
+                if permits.available_permits() > 0 {
+                    warned_full = false;
+                }
+                Some(permit)
+            }
+            None => None,
+        };
+        let served = handle(tcp, peer);
+        tracker.spawn(async move {
+            served.await;
+            drop(permit);
+        });
     }
     debug!(listener = what, "stopped accepting");
 }
@@ -876,20 +887,82 @@ mod tests {
         ca.store_cert(&store, SITE).await;
         let edge = start(store, echo_upstream().await, true).await;
 
-        let mut tcp = TcpStream::connect(edge.https)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut rest = Vec::new();
-        // The edge drops the connection (possibly after a TLS alert); it never answers HTTP.
-        let _ = tcp.read_to_end(&mut rest).await;
-        assert!(!rest.starts_with(b"HTTP/"));
+        for (what, bytes) in garbage_client_hellos() {
+            let mut tcp = TcpStream::connect(edge.https)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            // The edge may hang up before reading it all.
+            let _ = tcp.write_all(&bytes).await;
+            let _ = tcp.shutdown().await;
+            let mut rest = Vec::new();
+            // The edge drops the connection (possibly after a TLS alert); it never answers HTTP.
+            let _ = tcp.read_to_end(&mut rest).await;
+            assert!(!rest.starts_with(b"HTTP/"), "{what}");
+            handshake(edge.https, client(ca.roots(), &[]), SITE)
+                .await
+                .unwrap_or_else(|e| panic!("the edge stopped serving after {what}: {e}"));
+        }
+        let (_, _, metrics) = plain_get(edge.admin, Some("localhost"), "/metrics").await;
+        let text = String::from_utf8_lossy(&metrics);
+        let failed = sample(
+            &text,
+            "certbucket_edge_handshakes_total{outcome=\"failed\"}",
+        );
+        assert!(failed >= 5.0, "{failed} failed handshakes counted");
+    }
 
-        handshake(edge.https, client(ca.roots(), &[]), SITE)
-            .await
-            .unwrap_or_else(|e| panic!("the edge stopped serving after garbage: {e}"));
+    /// Bytes no TLS client sends: plain HTTP, random records, lying lengths, a ClientHello
+    /// cut short, and a well-formed one whose SNI is not a host name.
+    fn garbage_client_hellos() -> Vec<(&'static str, Vec<u8>)> {
+        let hello_with_sni = |name: &[u8]| {
+            let mut sni = vec![0x00];
+            sni.extend((name.len() as u16).to_be_bytes());
+            sni.extend(name);
+            let mut sni_list = ((sni.len()) as u16).to_be_bytes().to_vec();
+            sni_list.extend(sni);
+            let mut extensions = vec![0x00, 0x00];
+            extensions.extend((sni_list.len() as u16).to_be_bytes());
+            extensions.extend(sni_list);
+            // supported_versions: TLS 1.3.
+            extensions.extend([0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04]);
+            let mut body = vec![0x03, 0x03];
+            body.extend([0x42; 32]);
+            body.extend([0x00, 0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
+            body.extend((extensions.len() as u16).to_be_bytes());
+            body.extend(extensions);
+            let mut handshake = vec![0x01, 0x00];
+            handshake.extend((body.len() as u16).to_be_bytes());
+            handshake.extend(body);
+            let mut record = vec![0x16, 0x03, 0x01];
+            record.extend((handshake.len() as u16).to_be_bytes());
+            record.extend(handshake);
+            record
+        };
+        let mut cut_short = hello_with_sni(SITE.as_bytes());
+        cut_short.truncate(40);
+        let mut random_record = vec![0x16, 0x03, 0x01, 0x00, 0x30];
+        random_record.extend([0xaa; 0x30]);
+        vec![
+            ("plain HTTP", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+            ("a handshake record of random bytes", random_record),
+            (
+                "a record longer than TLS allows",
+                vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00],
+            ),
+            ("a ClientHello cut short", cut_short),
+            (
+                "a ClientHello whose SNI is not a name",
+                hello_with_sni(b"\xff\xfe../\x00evil"),
+            ),
+            (
+                "a ClientHello with a 300-byte SNI",
+                hello_with_sni(&[b'a'; 300]),
+            ),
+            (
+                "an alert instead of a ClientHello",
+                vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+            ),
+        ]
     }
 
     #[tokio::test]
@@ -1380,6 +1453,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_limit_counts_connections_not_listeners() {
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        ca.store_cert(&store, SITE).await;
+        let limits = EdgeLimits {
+            max_connections: 2,
+            ..EdgeLimits::default()
+        };
+        let edge = start_with(store, echo_upstream().await, true, limits).await;
+        // Both slots on the TLS listener, while the HTTP listener waits with none.
+        let first = handshake(edge.https, client(ca.roots(), &[]), SITE).await;
+        let second = tokio::time::timeout(
+            Duration::from_secs(20),
+            handshake(edge.https, client(ca.roots(), &[]), SITE),
+        )
+        .await;
+        assert!(first.is_ok());
+        assert!(
+            matches!(second, Ok(Ok(_))),
+            "the second connection within the limit was served"
+        );
+    }
+
+    #[tokio::test]
     async fn connections_past_the_limit_wait_until_one_closes() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1391,7 +1488,7 @@ mod tests {
         let edge = start_with(store, echo_upstream().await, true, limits).await;
         let request = b"GET / HTTP/1.1\r\nHost: site.example.com\r\nConnection: close\r\n\r\n";
 
-        // One connection on each listener: the limit is shared.
+        // One connection on each listener: the limit is shared (and an idle listener takes none).
         let mut held_http = TcpStream::connect(edge.http)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
