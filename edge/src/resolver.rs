@@ -197,7 +197,10 @@ impl CertResolver {
         });
     }
 
-    /// Re-reads a held certificate: swapped only for a usable one, kept on any failure.
+    /// Re-reads a held certificate: swapped only for a usable one, kept on any failure, and
+    /// kept when its object is gone too — as nginx and Caddy keep serving a loaded certificate
+    /// whose file was removed, and so that a store that lost its objects (a bucket recreated, a
+    /// wrong prefix) does not take every site down.
     async fn refresh(&self, host: Host) {
         match self.load(&host).await {
             Loaded::Found(served) => {
@@ -213,8 +216,11 @@ impl CertResolver {
                 self.cache.insert(host, served, Instant::now());
             }
             Loaded::Missing => {
-                info!(%host, "certificate removed from the store");
-                self.cache.insert_missing(host, Instant::now());
+                self.problem(
+                    &host,
+                    "the certificate is gone from the store: serving the one held",
+                );
+                self.cache.keep(&host, Instant::now());
             }
             Loaded::Failed => {
                 // An unreachable store or a bad new object must not take a working site down.
@@ -273,24 +279,27 @@ impl CertResolver {
             }
             Err(message) => {
                 self.metrics.store_error(StoreError::Unusable);
-                self.problem(host, &key, message);
+                self.problem(
+                    host,
+                    &format!("unusable certificate in {key}, ignored: {message}"),
+                );
                 Loaded::Failed
             }
         }
     }
 
-    /// Logs an unusable object once per host and problem.
-    fn problem(&self, host: &Host, key: &certbucket_core::StorageKey, message: String) {
+    /// Logs a problem with `host`'s object once, until a different one or a usable object.
+    fn problem(&self, host: &Host, message: &str) {
         let mut problems = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
-        if problems.get(host) == Some(&message) {
-            debug!(%host, object = %key, "still unusable: {message}");
+        if problems.get(host).is_some_and(|last| last == message) {
+            debug!(%host, "still: {message}");
             return;
         }
-        warn!(%host, object = %key, "unusable certificate, ignored: {message}");
+        warn!(%host, "{message}");
         if problems.len() >= MAX_PROBLEMS {
             problems.clear();
         }
-        problems.insert(host.clone(), message);
+        problems.insert(host.clone(), message.to_owned());
     }
 
     fn problem_solved(&self, host: &Host) {
@@ -595,6 +604,29 @@ mod tests {
         settle(&resolver).await;
         let renewed = resolver.server_config(Some(name)).await;
         assert!(!Arc::ptr_eq(&renewed, &good) && !is_default(&resolver, &renewed));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_certificate_whose_object_is_gone_is_still_served() {
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        let name = "site.example.com";
+        ca.store_cert(&store, name).await;
+        let (resolver, _) = resolver(&store);
+        let good = resolver.server_config(Some(name)).await;
+        store
+            .delete(&StorageKeys::cert(&host(name)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        resolver.invalidate(&host(name));
+        settle(&resolver).await;
+        assert!(Arc::ptr_eq(
+            &resolver.server_config(Some(name)).await,
+            &good
+        ));
+        // And a name never held is not served from nothing.
+        let other = resolver.server_config(Some("other.example.com")).await;
+        assert!(is_default(&resolver, &other));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
