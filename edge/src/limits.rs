@@ -8,7 +8,8 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct EdgeLimits {
     /// How long a client may take to send a request's headers, from its first byte (or from the
-    /// connection's start); a slower client is disconnected (slowloris).
+    /// connection's start), and to finish its TLS handshake; a slower client is disconnected
+    /// (slowloris).
     pub header_read_timeout: Duration,
     /// The largest request head (request line and headers) accepted; HTTP/1.1 gets `431`.
     pub max_header_bytes: usize,

@@ -38,8 +38,6 @@ use crate::{
     watch::{Check, ConnectionWatch, WatchedIo},
 };
 
-/// How long a client may take to send its ClientHello and finish the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// hyper's smallest allowed HTTP/1 read buffer.
@@ -459,7 +457,9 @@ async fn serve_https(
     };
     let (tls, known) = tokio::select! {
         () = shutdown.cancelled() => return,
-        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match done {
+        // As nginx times the TLS handshake with client_header_timeout: a client dribbling its
+        // ClientHello holds a connection slot no longer than one dribbling its headers.
+        done = tokio::time::timeout(limits.header_read_timeout, handshake) => match done {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
                 metrics.handshake(Handshake::Failed);
@@ -1334,6 +1334,39 @@ mod tests {
             "the slow client was still connected after {sent} bytes"
         );
         assert!(sent < head.len());
+    }
+
+    #[tokio::test]
+    async fn a_slow_tls_handshake_is_cut_off_while_others_are_served() {
+        use tokio::io::AsyncWriteExt;
+
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        ca.store_cert(&store, SITE).await;
+        let limits = EdgeLimits {
+            header_read_timeout: Duration::from_millis(500),
+            ..EdgeLimits::default()
+        };
+        let edge = start_with(store, echo_upstream().await, true, limits).await;
+        // The first bytes of a ClientHello record, then nothing; and a client that sends nothing.
+        let mut dribbling = TcpStream::connect(edge.https)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        dribbling
+            .write_all(&[0x16, 0x03, 0x01])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut silent = TcpStream::connect(edge.https)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        handshake(edge.https, client(ca.roots(), &[]), SITE)
+            .await
+            .unwrap_or_else(|e| panic!("a normal client: {e}"));
+        // Well within the 10 s a fixed handshake timeout would allow: the configured one applies.
+        for (what, tcp) in [("dribbling", &mut dribbling), ("silent", &mut silent)] {
+            let (_, closed) = read_until_closed(tcp, Duration::from_secs(5)).await;
+            assert!(closed, "the {what} client is disconnected");
+        }
     }
 
     #[tokio::test]
