@@ -41,6 +41,9 @@ const MISSING_TTL: Duration = Duration::from_secs(5);
 const STORE_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Re-reads running at once in the background (after a manifest change touching many names).
 const MAX_REFRESHES: usize = 8;
+/// How far in the future a certificate's notBefore may be (clock skew between the CA and this
+/// machine) before the certificate counts as not valid yet.
+const MAX_CLOCK_SKEW: i64 = 3600;
 /// Hosts whose last problem is remembered, so each is logged once; past this, forgotten.
 const MAX_PROBLEMS: usize = 10_000;
 
@@ -263,6 +266,12 @@ impl CertResolver {
                 let not_after = leaf.not_after.unix_timestamp();
                 if not_after <= now {
                     return Err(format!("the certificate expired at {}", leaf.not_after));
+                }
+                if leaf.not_before.unix_timestamp() > now + MAX_CLOCK_SKEW {
+                    return Err(format!(
+                        "the certificate is not valid before {}",
+                        leaf.not_before
+                    ));
                 }
                 let key = certified_key(&record)?;
                 let config = server_config(&self.provider, key).map_err(|e| e.to_string())?;
@@ -569,12 +578,17 @@ mod tests {
         assert!(!is_default(&resolver, &good));
 
         let (expired_chain, expired_key) = ca.issue_expired(name);
-        let garbage: [(&str, Vec<u8>); 6] = [
+        let (future_chain, future_key) = ca.issue_valid_from(name, time::Duration::days(2));
+        let garbage: [(&str, Vec<u8>); 7] = [
             ("truncated JSON", ca.record_json(name)[..100].to_vec()),
             ("a key that does not match", mismatched_record(&ca, name)),
             (
                 "an expired certificate",
                 ca.record_json_of(name, expired_chain, expired_key),
+            ),
+            (
+                "a certificate not valid yet",
+                ca.record_json_of(name, future_chain, future_key),
             ),
             ("not UTF-8", vec![0xff, 0xfe, 0x00, 0x80]),
             ("empty", Vec::new()),

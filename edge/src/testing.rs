@@ -192,12 +192,17 @@ impl TestCa {
 
     /// A leaf for `host` that expired yesterday: (chain PEM, key PEM).
     pub(crate) fn issue_expired(&self, host: &str) -> (String, String) {
+        self.issue_valid_from(host, -time::Duration::days(30))
+    }
+
+    /// A leaf for `host` valid from `offset` from now, for 29 days: (chain PEM, key PEM).
+    pub(crate) fn issue_valid_from(&self, host: &str, offset: time::Duration) -> (String, String) {
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("leaf key: {e}"));
         let mut params = CertificateParams::new(vec![host.to_owned()])
             .unwrap_or_else(|e| panic!("leaf params: {e}"));
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(30);
-        params.not_after = now - time::Duration::days(1);
+        params.not_before = now + offset;
+        params.not_after = now + offset + time::Duration::days(29);
         let issuer = Issuer::from_params(&self.params, &self.key);
         let leaf = params
             .signed_by(&key, &issuer)
