@@ -223,8 +223,10 @@ async fn cached_hosts_survive_localstack_killed_under_load() {
     assert!(during_outage > 0, "requests were served during the outage");
 
     // A new certificate and a renewed one after the store's return reach the edge through its
-    // manifest poll; the new name was answered with the default certificate (and remembered
-    // as missing) during the outage.
+    // manifest poll. The new name is asked for just before it is issued, so the edge remembers
+    // it as missing: only the manifest tells the edge to look again before that runs out.
+    let (leaf, _) = fetch(&looking, edge.https, FRESH).await.unwrap();
+    assert_eq!(leaf.dns_names, ["certbucket.invalid"]);
     assert_eq!(stack.post_form(FRESH).await.0, StatusCode::CREATED);
     let issued_at = Instant::now();
     loop {
