@@ -48,6 +48,10 @@ struct Args {
         value_delimiter = ','
     )]
     upstream_map: Vec<UpstreamRoute>,
+    /// A file of more --upstream-map entries: one HOST=URL (or HOST URL) per line, # comments;
+    /// read at start.
+    #[arg(long, env = "CERTBUCKET_UPSTREAM_MAP_FILE", value_name = "PATH")]
+    upstream_map_file: Option<std::path::PathBuf>,
     /// Answer 404 instead of redirecting plain-HTTP requests to https.
     #[arg(long, env = "CERTBUCKET_NO_REDIRECT")]
     no_redirect: bool,
@@ -176,6 +180,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(OnDemand::Request),
         (None, None) => None,
     };
+    let mut upstream_map = args.upstream_map.clone();
+    if let Some(path) = &args.upstream_map_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the upstream map {}", path.display()))?;
+        let routes = UpstreamRoute::parse_file(&text)
+            .map_err(|e| anyhow::anyhow!("upstream map {}: {e}", path.display()))?;
+        upstream_map.extend(routes);
+    }
     let mut limits = EdgeLimits::default();
     limits.header_read_timeout = args.header_read_timeout;
     limits.max_header_bytes = args.max_header_bytes;
@@ -189,7 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             http_listen: args.http_listen,
             https_listen: args.https_listen,
             upstream: args.upstream.clone(),
-            upstream_map: args.upstream_map.clone(),
+            upstream_map,
             store,
             redirect_http: !args.no_redirect,
             on_demand,

@@ -34,6 +34,33 @@ impl FromStr for UpstreamRoute {
     }
 }
 
+impl UpstreamRoute {
+    /// The routes of an upstream map file: one `HOST=URL` (or `HOST URL`) per line; blank lines
+    /// and `#` comments are skipped. An error names the line.
+    pub fn parse_file(text: &str) -> Result<Vec<Self>, String> {
+        let mut routes = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line
+                .split_once('#')
+                .map_or(line, |(before, _)| before)
+                .trim();
+            if line.is_empty() {
+                continue;
+            }
+            let entry = match line.split_once(char::is_whitespace) {
+                Some((host, url)) if !host.contains('=') => format!("{host}={}", url.trim()),
+                _ => line.to_owned(),
+            };
+            routes.push(
+                entry
+                    .parse()
+                    .map_err(|e| format!("line {}: {e}", index + 1))?,
+            );
+        }
+        Ok(routes)
+    }
+}
+
 impl fmt::Display for UpstreamRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.pattern, self.upstream)
@@ -151,6 +178,24 @@ mod tests {
         ] {
             assert!(bad.parse::<UpstreamRoute>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parses_a_map_file() {
+        let text = "# host upstream\n\napi.example.com http://api:9000  # the API\n*.shop.example.com=http://shop:9000\n";
+        let routes = UpstreamRoute::parse_file(text).unwrap_or_else(|e| panic!("{e}"));
+        let text: Vec<String> = routes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "api.example.com=http://api:9000/",
+                "*.shop.example.com=http://shop:9000/"
+            ]
+        );
+        let error = UpstreamRoute::parse_file("ok.example.com http://a:1\nbad..host http://a:1\n")
+            .err()
+            .unwrap_or_default();
+        assert!(error.starts_with("line 2: "), "{error}");
     }
 
     #[test]

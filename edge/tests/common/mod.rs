@@ -130,6 +130,11 @@ impl Fixture {
 
 /// An upstream answering `hello` after `delay` (forever: `None`).
 pub async fn upstream(delay: Option<Duration>) -> SocketAddr {
+    upstream_saying(b"hello", delay).await
+}
+
+/// An upstream answering `body` after `delay` (forever: `None`).
+pub async fn upstream_saying(body: &'static [u8], delay: Option<Duration>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -141,7 +146,7 @@ pub async fn upstream(delay: Option<Duration>) -> SocketAddr {
                     Some(delay) => tokio::time::sleep(delay).await,
                     None => std::future::pending::<()>().await,
                 }
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(body))))
             });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
