@@ -21,9 +21,10 @@ use tracing::debug;
 use crate::{
     challenge::text,
     error::EdgeError,
-    metrics::Metrics,
+    metrics::{Metrics, render_store_up},
     resolver::CertResolver,
     server::{Edge, accept_loop, drive, listen},
+    store_health::StoreHealth,
 };
 
 /// How long the store may take to answer a readiness probe's read.
@@ -37,6 +38,7 @@ struct Observed {
     store: Arc<dyn Storage>,
     resolver: Arc<CertResolver>,
     metrics: Arc<Metrics>,
+    health: Arc<StoreHealth>,
 }
 
 /// The admin listener: `GET /healthz` answers `200 ok`; once given an [`Edge`] with
@@ -76,6 +78,7 @@ impl AdminServer {
             store,
             resolver,
             metrics,
+            health: edge.health(),
         });
         self
     }
@@ -150,12 +153,13 @@ async fn respond<B>(req: &Request<B>, observed: Option<&Observed>) -> Response<F
     }
     match (req.uri().path(), observed) {
         ("/healthz", _) => text(StatusCode::OK, "ok"),
-        ("/readyz", Some(observed)) => readiness(observed.store.as_ref()).await,
+        ("/readyz", Some(observed)) => readiness(observed.store.as_ref(), &observed.health).await,
         ("/metrics", Some(observed)) => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let body = observed.metrics.render(observed.resolver.summary(), now);
+            let mut body = observed.metrics.render(observed.resolver.summary(), now);
+            body.push_str(&render_store_up(!observed.health.is_down()));
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -167,12 +171,14 @@ async fn respond<B>(req: &Request<B>, observed: Option<&Observed>) -> Response<F
     }
 }
 
-/// `200` when the store answers a read of the manifest (present or not) in time, else `503`
-/// saying why.
-async fn readiness(store: &dyn Storage) -> Response<Full<Bytes>> {
+/// `200` when the manifest poller has read the manifest (present or not) once and the store
+/// answers a read of it now, in time; else `503` saying why. Certificates already held are
+/// served either way: readiness is for a new edge joining, and for alerting.
+async fn readiness(store: &dyn Storage, health: &StoreHealth) -> Response<Full<Bytes>> {
     let read = tokio::time::timeout(READY_TIMEOUT, store.get(&StorageKeys::manifest())).await;
     let reason = match read {
-        Ok(Ok(_)) => return text(StatusCode::OK, "ready\n"),
+        Ok(Ok(_)) if health.manifest_loaded() => return text(StatusCode::OK, "ready\n"),
+        Ok(Ok(_)) => "not ready: the manifest has not been read yet\n".to_owned(),
         Ok(Err(e)) => format!("not ready: the store cannot be read: {e}\n"),
         Err(_) => format!(
             "not ready: the store did not answer within {} s\n",

@@ -9,7 +9,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use tracing::{debug, warn};
 
-use crate::metrics::{Challenge, Metrics};
+use crate::metrics::{Challenge, Metrics, StoreError};
 
 /// The path under which ACME CAs fetch http-01 key authorizations.
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -70,7 +70,7 @@ impl Http01Service {
                 text(StatusCode::NOT_FOUND, "Not found\n")
             }
             Err(e) => {
-                self.metrics.store_error();
+                self.metrics.store_error(StoreError::Unreachable);
                 warn!(%token, error = %e, "cannot read the challenge");
                 text(StatusCode::SERVICE_UNAVAILABLE, "Store unavailable\n")
             }

@@ -25,6 +25,12 @@ pub enum EdgeError {
         /// What is wrong with it.
         message: &'static str,
     },
+    /// The host-to-upstream map is inconsistent.
+    #[error("invalid upstream map: {message}")]
+    UpstreamMap {
+        /// What is wrong with it.
+        message: String,
+    },
     /// The default certificate, served for unknown names, could not be made.
     #[error("cannot make the default certificate: {message}")]
     DefaultCertificate {

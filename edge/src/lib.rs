@@ -10,10 +10,11 @@
 //!
 //! Nouns: [`Edge`] (the listeners and their shutdown), `Http01Service` (port-80 answers),
 //! `CertResolver` (SNI to TLS configuration, the only rustls-specific code), `CertCache`
-//! (positive and negative cache), `Proxy` (the upstream client), [`EdgeLimits`] (timeouts and
+//! (positive and negative cache, least recently used out first), `Proxy` (the upstream client), `UpstreamMap` (host to upstream, besides the default), [`EdgeLimits`] (timeouts and
 //! bounds of the public listeners), `ConnectionWatch` (idle and slow-header detection per
 //! connection), `Metrics` (counters), `OnDemandRequests` (one request object per unknown
-//! allowed name), `ManifestPoller` (new and renewed certificates within one poll),
+//! allowed name), `StoreHealth` (outage detection, logging and back-off shared by store
+//! readers), `ManifestPoller` (new and renewed certificates within one poll),
 //! [`AdminServer`] (`/healthz`, `/readyz`, `/metrics`).
 
 mod admin;
@@ -27,8 +28,10 @@ mod ondemand;
 mod proxy;
 mod resolver;
 mod server;
+mod store_health;
 #[cfg(test)]
 mod testing;
+mod upstream_map;
 mod watch;
 
 pub use self::{
@@ -37,4 +40,5 @@ pub use self::{
     limits::EdgeLimits,
     ondemand::OnDemand,
     server::{Edge, EdgeConfig},
+    upstream_map::UpstreamRoute,
 };

@@ -8,7 +8,8 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct EdgeLimits {
     /// How long a client may take to send a request's headers, from its first byte (or from the
-    /// connection's start); a slower client is disconnected (slowloris).
+    /// connection's start), and to finish its TLS handshake; a slower client is disconnected
+    /// (slowloris).
     pub header_read_timeout: Duration,
     /// The largest request head (request line and headers) accepted; HTTP/1.1 gets `431`.
     pub max_header_bytes: usize,
@@ -22,6 +23,9 @@ pub struct EdgeLimits {
     pub grace_period: Duration,
     /// How often `v1/manifest.json` is polled for new and renewed certificates.
     pub manifest_poll: Duration,
+    /// How many names the certificate cache holds (certificates and known absences); past it,
+    /// absences go first, then the least recently used certificates.
+    pub cache_size: usize,
 }
 
 impl Default for EdgeLimits {
@@ -33,6 +37,7 @@ impl Default for EdgeLimits {
             max_connections: 10_000,
             grace_period: Duration::from_secs(10),
             manifest_poll: Duration::from_secs(5),
+            cache_size: crate::cache::DEFAULT_CAPACITY,
         }
     }
 }

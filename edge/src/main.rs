@@ -6,7 +6,7 @@ use anyhow::Context;
 use certbucket_core::{
     AdminApi, Config, DEFAULT_STORE, Issuer, IssuerOptions, Renewer, StoreUrl, tls,
 };
-use certbucket_edge::{AdminServer, Edge, EdgeConfig, EdgeLimits, OnDemand};
+use certbucket_edge::{AdminServer, Edge, EdgeConfig, EdgeLimits, OnDemand, UpstreamRoute};
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,19 @@ struct Args {
     /// Where to proxy TLS traffic: http://HOST[:PORT].
     #[arg(long, env = "CERTBUCKET_UPSTREAM")]
     upstream: http::Uri,
+    /// Send a host's requests elsewhere than --upstream: HOST=URL (HOST may be *.example.com or
+    /// example.*); repeatable, or comma-separated in the environment.
+    #[arg(
+        long = "upstream-map",
+        env = "CERTBUCKET_UPSTREAM_MAP",
+        value_name = "HOST=URL",
+        value_delimiter = ','
+    )]
+    upstream_map: Vec<UpstreamRoute>,
+    /// A file of more --upstream-map entries: one HOST=URL (or HOST URL) per line, # comments;
+    /// read at start.
+    #[arg(long, env = "CERTBUCKET_UPSTREAM_MAP_FILE", value_name = "PATH")]
+    upstream_map_file: Option<std::path::PathBuf>,
     /// Answer 404 instead of redirecting plain-HTTP requests to https.
     #[arg(long, env = "CERTBUCKET_NO_REDIRECT")]
     no_redirect: bool,
@@ -70,6 +83,9 @@ struct Args {
     /// How often to poll the store's manifest for new and renewed certificates.
     #[arg(long, env = "CERTBUCKET_MANIFEST_POLL", default_value = "5s", value_parser = parse_duration)]
     manifest_poll: Duration,
+    /// How many names the certificate cache holds; past it, the least recently used go first.
+    #[arg(long, env = "CERTBUCKET_CACHE_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    cache_size: u32,
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "CERTBUCKET_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     grace_period: Duration,
@@ -167,6 +183,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(OnDemand::Request),
         (None, None) => None,
     };
+    let mut upstream_map = args.upstream_map.clone();
+    if let Some(path) = &args.upstream_map_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the upstream map {}", path.display()))?;
+        let routes = UpstreamRoute::parse_file(&text)
+            .map_err(|e| anyhow::anyhow!("upstream map {}: {e}", path.display()))?;
+        upstream_map.extend(routes);
+    }
     let mut limits = EdgeLimits::default();
     limits.header_read_timeout = args.header_read_timeout;
     limits.max_header_bytes = args.max_header_bytes;
@@ -174,11 +198,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     limits.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     limits.grace_period = args.grace_period;
     limits.manifest_poll = args.manifest_poll;
+    limits.cache_size = usize::try_from(args.cache_size).unwrap_or(usize::MAX);
     let edge = Edge::bind_with(
         EdgeConfig {
             http_listen: args.http_listen,
             https_listen: args.https_listen,
             upstream: args.upstream.clone(),
+            upstream_map,
             store,
             redirect_http: !args.no_redirect,
             on_demand,
@@ -287,6 +313,42 @@ mod tests {
     }
 
     #[test]
+    fn upstream_map_is_repeatable_and_comma_separated() {
+        let args = Args::try_parse_from([
+            "certbucket-edge",
+            "--upstream",
+            "http://app:8080",
+            "--upstream-map",
+            "api.example.com=http://api:9000,*.shop.example.com=http://shop:9000",
+            "--upstream-map",
+            "www.example.com=http://www:9000",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text: Vec<String> = args.upstream_map.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "api.example.com=http://api:9000/",
+                "*.shop.example.com=http://shop:9000/",
+                "www.example.com=http://www:9000/",
+            ]
+        );
+        for bad in ["api.example.com", "bad..host=http://a:1"] {
+            assert!(
+                Args::try_parse_from([
+                    "certbucket-edge",
+                    "--upstream",
+                    "http://app:8080",
+                    "--upstream-map",
+                    bad
+                ])
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn flags_have_defaults() {
         let args = Args::try_parse_from(["certbucket-edge", "--upstream", "http://app:8080"])
             .unwrap_or_else(|e| panic!("{e}"));
@@ -295,6 +357,7 @@ mod tests {
         assert_eq!(args.idle_timeout, Duration::from_secs(60));
         assert_eq!(args.max_connections, 10_000);
         assert_eq!(args.grace_period, Duration::from_secs(10));
+        assert_eq!(args.cache_size, 10_000);
         assert!(
             Args::try_parse_from([
                 "certbucket-edge",

@@ -30,6 +30,16 @@ pub(crate) enum Challenge {
     Invalid,
 }
 
+/// Why a store read gave nothing to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreError {
+    /// The store did not answer, or answered with an error.
+    Unreachable,
+    /// The object was there but is not usable: unparsable, for another host, a key that does
+    /// not match the certificate, expired.
+    Unusable,
+}
+
 /// What the certificate cache holds at scrape time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CacheSummary {
@@ -45,7 +55,7 @@ pub(crate) struct Metrics {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     handshakes: [AtomicU64; 3],
-    store_errors: AtomicU64,
+    store_errors: [AtomicU64; 2],
     proxy_responses: [AtomicU64; 4],
     challenges: [AtomicU64; 3],
     requests_written: AtomicU64,
@@ -67,9 +77,9 @@ impl Metrics {
         bump(&self.cache_misses);
     }
 
-    /// A store read that failed (not a missing object).
-    pub(crate) fn store_error(&self) {
-        bump(&self.store_errors);
+    /// A store read that failed or brought garbage (not a missing object).
+    pub(crate) fn store_error(&self, cause: StoreError) {
+        bump(&self.store_errors[cause as usize]);
     }
 
     pub(crate) fn handshake(&self, outcome: Handshake) {
@@ -159,11 +169,15 @@ impl Metrics {
             "On-demand certificate requests written to the store.",
             &[("", get(&self.requests_written))],
         );
+        let [unreachable, unusable] = &self.store_errors;
         family(
             "certbucket_edge_store_errors_total",
             "counter",
-            "Store reads that failed.",
-            &[("", get(&self.store_errors))],
+            "Store reads that failed, by cause: no answer, or an object that is not usable.",
+            &[
+                ("{cause=\"unreachable\"}", get(unreachable)),
+                ("{cause=\"unusable\"}", get(unusable)),
+            ],
         );
         let [c2, c3, c4, c5] = &self.proxy_responses;
         family(
@@ -201,6 +215,15 @@ impl Metrics {
     }
 }
 
+/// The `certbucket_edge_store_up` gauge: 1 while the store answers, 0 during an outage.
+pub(crate) fn render_store_up(up: bool) -> String {
+    let name = "certbucket_edge_store_up";
+    format!(
+        "# HELP {name} Whether the last store read succeeded.\n# TYPE {name} gauge\n{name} {}\n",
+        u8::from(up)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +235,7 @@ mod tests {
         metrics.proxy_response(StatusCode::BAD_GATEWAY);
         metrics.proxy_response(StatusCode::CONTINUE);
         metrics.challenge(Challenge::Invalid);
+        metrics.store_error(StoreError::Unusable);
         let text = metrics.render(
             CacheSummary {
                 certificates: 2,
@@ -228,6 +252,8 @@ mod tests {
             "certbucket_edge_challenge_requests_total{outcome=\"invalid\"} 1",
             "certbucket_edge_seconds_until_earliest_expiry 600",
             "# TYPE certbucket_edge_store_errors_total counter",
+            "certbucket_edge_store_errors_total{cause=\"unusable\"} 1",
+            "certbucket_edge_store_errors_total{cause=\"unreachable\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

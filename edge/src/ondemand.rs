@@ -17,7 +17,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreError};
 
 /// Names remembered as asked for; past this, asking again is a harmless create-if-absent.
 const MAX_REMEMBERED: usize = 10_000;
@@ -99,7 +99,7 @@ impl OnDemandRequests {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    this.metrics.store_error();
+                    this.metrics.store_error(StoreError::Unreachable);
                     // Forget it, so a later handshake asks again.
                     this.forget(&host);
                     warn!(%host, error = %e, "could not write the on-demand request");

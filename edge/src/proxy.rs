@@ -16,7 +16,11 @@ use hyper_util::{
 };
 use tracing::{debug, warn};
 
-use crate::{challenge::text, error::EdgeError};
+use crate::{
+    challenge::text,
+    error::EdgeError,
+    upstream_map::{UpstreamMap, UpstreamRoute},
+};
 
 /// How long the upstream may take to send response headers.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,34 +47,49 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// The body of a proxied response: the upstream's stream, or a short error text.
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// A reverse proxy to one plain-HTTP upstream, with a pooled client.
+/// A reverse proxy to plain-HTTP upstreams (the default one, and those mapped by host), with
+/// one pooled client.
 #[derive(Debug, Clone)]
 pub(crate) struct Proxy {
     client: Client<HttpConnector, Incoming>,
     scheme: Scheme,
-    authority: Authority,
+    default: Authority,
+    routes: UpstreamMap<Authority>,
+}
+
+/// The authority of an upstream, which must be `http://HOST[:PORT]` with no path.
+fn upstream_authority(upstream: &Uri) -> Result<Authority, EdgeError> {
+    let bad = |message| EdgeError::Upstream {
+        uri: upstream.to_string(),
+        message,
+    };
+    if upstream.scheme() != Some(&Scheme::HTTP) {
+        return Err(bad("only http:// upstreams are supported"));
+    }
+    let authority = upstream
+        .authority()
+        .cloned()
+        .ok_or_else(|| bad("the upstream needs a host"))?;
+    let path_is_root = upstream
+        .path_and_query()
+        .is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/");
+    if !path_is_root {
+        return Err(bad("the upstream must not have a path or query"));
+    }
+    Ok(authority)
 }
 
 impl Proxy {
-    /// A proxy to `upstream`, which must be `http://HOST[:PORT]` with no path.
-    pub(crate) fn new(upstream: &Uri) -> Result<Self, EdgeError> {
-        let bad = |message| EdgeError::Upstream {
-            uri: upstream.to_string(),
-            message,
-        };
-        if upstream.scheme() != Some(&Scheme::HTTP) {
-            return Err(bad("only http:// upstreams are supported"));
-        }
-        let authority = upstream
-            .authority()
-            .cloned()
-            .ok_or_else(|| bad("the upstream needs a host"))?;
-        let path_is_root = upstream
-            .path_and_query()
-            .is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/");
-        if !path_is_root {
-            return Err(bad("the upstream must not have a path or query"));
-        }
+    /// A proxy to `upstream`, and to the upstreams of `routes` for the hosts they name; each
+    /// must be `http://HOST[:PORT]` with no path.
+    pub(crate) fn new(upstream: &Uri, routes: &[UpstreamRoute]) -> Result<Self, EdgeError> {
+        let default = upstream_authority(upstream)?;
+        let mapped = routes
+            .iter()
+            .map(|route| Ok((route.pattern.clone(), upstream_authority(&route.upstream)?)))
+            .collect::<Result<Vec<_>, EdgeError>>()?;
+        let routes =
+            UpstreamMap::new(mapped).map_err(|message| EdgeError::UpstreamMap { message })?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -81,7 +100,8 @@ impl Proxy {
         Ok(Self {
             client,
             scheme: Scheme::HTTP,
-            authority,
+            default,
+            routes,
         })
     }
 
@@ -105,9 +125,14 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let target = original_host
+            .as_ref()
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| self.routes.route(host))
+            .unwrap_or(&self.default);
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
+            .authority(target.clone())
             .path_and_query(path)
             .build();
         let Ok(uri) = uri else {
@@ -139,18 +164,18 @@ impl Proxy {
                 Response::from_parts(parts, body.boxed())
             }
             Ok(Err(e)) if e.is_connect() => {
-                warn!(upstream = %self.authority, error = %with_sources(&e), "cannot connect to the upstream");
+                warn!(upstream = %target, error = %with_sources(&e), "cannot connect to the upstream");
                 short(
                     StatusCode::BAD_GATEWAY,
                     "Bad gateway: upstream unreachable\n",
                 )
             }
             Ok(Err(e)) => {
-                warn!(upstream = %self.authority, error = %with_sources(&e), "upstream request failed");
+                warn!(upstream = %target, error = %with_sources(&e), "upstream request failed");
                 short(StatusCode::BAD_GATEWAY, "Bad gateway\n")
             }
             Err(_) => {
-                debug!(upstream = %self.authority, "upstream timed out");
+                debug!(upstream = %target, "upstream timed out");
                 short(StatusCode::GATEWAY_TIMEOUT, "Gateway timeout\n")
             }
         }
@@ -240,7 +265,7 @@ mod tests {
         ];
         for uri in good {
             let parsed: Uri = uri.parse().unwrap_or_else(|e| panic!("{uri}: {e}"));
-            assert!(Proxy::new(&parsed).is_ok(), "{uri}");
+            assert!(Proxy::new(&parsed, &[]).is_ok(), "{uri}");
         }
         let bad = [
             "https://app.internal",
@@ -250,7 +275,7 @@ mod tests {
         ];
         for uri in bad {
             let parsed: Uri = uri.parse().unwrap_or_else(|e| panic!("{uri}: {e}"));
-            assert!(Proxy::new(&parsed).is_err(), "{uri}");
+            assert!(Proxy::new(&parsed, &[]).is_err(), "{uri}");
         }
     }
 

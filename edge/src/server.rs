@@ -33,11 +33,11 @@ use crate::{
     ondemand::{OnDemand, OnDemandRequests},
     proxy::Proxy,
     resolver::CertResolver,
+    store_health::StoreHealth,
+    upstream_map::UpstreamRoute,
     watch::{Check, ConnectionWatch, WatchedIo},
 };
 
-/// How long a client may take to send its ClientHello and finish the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// hyper's smallest allowed HTTP/1 read buffer.
@@ -52,6 +52,8 @@ pub struct EdgeConfig {
     pub https_listen: SocketAddr,
     /// Where TLS traffic is proxied to: `http://HOST[:PORT]`.
     pub upstream: http::Uri,
+    /// Hosts whose requests go elsewhere than `upstream` (by the request's `Host`).
+    pub upstream_map: Vec<UpstreamRoute>,
     /// The bucket holding certificates and challenges; the edge writes only on-demand requests.
     pub store: Arc<dyn Storage>,
     /// Whether non-challenge requests on the HTTP listener get a `308` to https (else `404`).
@@ -73,6 +75,7 @@ impl EdgeConfig {
             http_listen,
             https_listen,
             upstream,
+            upstream_map: Vec::new(),
             store,
             redirect_http: true,
             on_demand: None,
@@ -92,6 +95,7 @@ pub struct Edge {
     proxy: Arc<Proxy>,
     store: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
+    health: Arc<StoreHealth>,
     limits: EdgeLimits,
     shutdown: CancellationToken,
 }
@@ -106,7 +110,7 @@ impl Edge {
     /// Binds both listeners with the given limits.
     pub async fn bind_with(config: EdgeConfig, limits: EdgeLimits) -> Result<Self, EdgeError> {
         let metrics = Arc::new(Metrics::default());
-        let proxy = Arc::new(Proxy::new(&config.upstream)?);
+        let proxy = Arc::new(Proxy::new(&config.upstream, &config.upstream_map)?);
         let on_demand = config.on_demand.map(|action| {
             Arc::new(OnDemandRequests::new(
                 Arc::clone(&config.store),
@@ -114,10 +118,13 @@ impl Edge {
                 Arc::clone(&metrics),
             ))
         });
+        let health = Arc::new(StoreHealth::default());
         let resolver = Arc::new(CertResolver::new(
             Arc::clone(&config.store),
             Arc::clone(&metrics),
+            Arc::clone(&health),
             on_demand,
+            limits.cache_size,
         )?);
         let (http, http_addr) = listen("http", config.http_listen).await?;
         let (https, https_addr) = listen("https", config.https_listen).await?;
@@ -135,6 +142,7 @@ impl Edge {
             proxy,
             store: config.store,
             metrics,
+            health,
             limits,
             shutdown: CancellationToken::new(),
         })
@@ -165,6 +173,11 @@ impl Edge {
         )
     }
 
+    /// Whether the store answered lately and the manifest was read.
+    pub(crate) fn health(&self) -> Arc<StoreHealth> {
+        Arc::clone(&self.health)
+    }
+
     /// Serves until the shutdown token is cancelled.
     pub async fn run(self) -> Result<(), EdgeError> {
         let tracker = TaskTracker::new();
@@ -178,12 +191,14 @@ impl Edge {
             limits,
             shutdown,
             store,
+            health,
             ..
         } = self;
         let poller = ManifestPoller::new(
             Arc::clone(&store),
             Arc::clone(&resolver),
             Arc::clone(&metrics),
+            health,
             limits.manifest_poll,
         );
         tracker.spawn(poller.run(shutdown.clone()));
@@ -244,8 +259,10 @@ pub(crate) async fn listen(
 }
 
 /// Accepts connections until `shutdown`, each handled in its own task on `tracker`. With
-/// `permits`, a connection is accepted only once a permit is free and holds it until it ends, so
-/// excess clients wait in the kernel's accept queue instead of costing memory here.
+/// `permits`, a connection is served only with a permit, held until it ends; while none is free
+/// the listener stops accepting, so excess clients wait in the kernel's accept queue instead of
+/// costing memory here. A listener waiting for a connection holds no permit: the limit counts
+/// connections, not listeners.
 pub(crate) async fn accept_loop<F, Fut>(
     what: &'static str,
     listener: TcpListener,
@@ -259,50 +276,59 @@ pub(crate) async fn accept_loop<F, Fut>(
 {
     let mut warned_full = false;
     loop {
-        let permit = match permits {
-            Some(permits) => {
-                let acquired = match Arc::clone(permits).try_acquire_owned() {
-                    Ok(permit) => Ok(permit),
-                    Err(_) => {
-                        if !warned_full {
-                            warn!(
-                                listener = what,
-                                "connection limit reached: new connections wait"
-                            );
-                            warned_full = true;
-                        }
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            permit = Arc::clone(permits).acquire_owned() => permit,
-                        }
-                    }
-                };
-                // The semaphore is never closed.
-                let Ok(permit) = acquired else { break };
-                Some(permit)
+        if let Some(permits) = permits
+            && permits.available_permits() == 0
+        {
+            if !warned_full {
+                warn!(
+                    listener = what,
+                    "connection limit reached: new connections wait"
+                );
+                warned_full = true;
             }
-            None => None,
-        };
+            // Wait for a free slot without keeping it.
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = Arc::clone(permits).acquire_owned() => drop(permit),
+            }
+        }
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((tcp, peer)) => {
-                if permits.is_some_and(|p| p.available_permits() > 0) {
-                    warned_full = false;
-                }
-                let served = handle(tcp, peer);
-                tracker.spawn(async move {
-                    served.await;
-                    drop(permit);
-                });
-            }
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 warn!(listener = what, error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
             }
-        }
+        };
+        let permit = match permits {
+            Some(permits) => {
+                let permit = match Arc::clone(permits).try_acquire_owned() {
+                    Ok(permit) => Ok(permit),
+                    // The other listener took the last slot meanwhile: this connection waits
+                    // for the next one, unserved.
+                    Err(_) => tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        permit = Arc::clone(permits).acquire_owned() => permit,
+                    },
+                };
+                // The semaphore is never closed.
+                let Ok(permit) = permit else { break };
+                if permits.available_permits() > 0 {
+                    warned_full = false;
+                }
+                Some(permit)
+            }
+            None => None,
+        };
+        let served = handle(tcp, peer);
+        tracker.spawn(async move {
+            served.await;
+            drop(permit);
+        });
     }
     debug!(listener = what, "stopped accepting");
 }
@@ -431,7 +457,9 @@ async fn serve_https(
     };
     let (tls, known) = tokio::select! {
         () = shutdown.cancelled() => return,
-        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match done {
+        // As nginx times the TLS handshake with client_header_timeout: a client dribbling its
+        // ClientHello holds a connection slot no longer than one dribbling its headers.
+        done = tokio::time::timeout(limits.header_read_timeout, handshake) => match done {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
                 metrics.handshake(Handshake::Failed);
@@ -859,20 +887,82 @@ mod tests {
         ca.store_cert(&store, SITE).await;
         let edge = start(store, echo_upstream().await, true).await;
 
-        let mut tcp = TcpStream::connect(edge.https)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut rest = Vec::new();
-        // The edge drops the connection (possibly after a TLS alert); it never answers HTTP.
-        let _ = tcp.read_to_end(&mut rest).await;
-        assert!(!rest.starts_with(b"HTTP/"));
+        for (what, bytes) in garbage_client_hellos() {
+            let mut tcp = TcpStream::connect(edge.https)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            // The edge may hang up before reading it all.
+            let _ = tcp.write_all(&bytes).await;
+            let _ = tcp.shutdown().await;
+            let mut rest = Vec::new();
+            // The edge drops the connection (possibly after a TLS alert); it never answers HTTP.
+            let _ = tcp.read_to_end(&mut rest).await;
+            assert!(!rest.starts_with(b"HTTP/"), "{what}");
+            handshake(edge.https, client(ca.roots(), &[]), SITE)
+                .await
+                .unwrap_or_else(|e| panic!("the edge stopped serving after {what}: {e}"));
+        }
+        let (_, _, metrics) = plain_get(edge.admin, Some("localhost"), "/metrics").await;
+        let text = String::from_utf8_lossy(&metrics);
+        let failed = sample(
+            &text,
+            "certbucket_edge_handshakes_total{outcome=\"failed\"}",
+        );
+        assert!(failed >= 5.0, "{failed} failed handshakes counted");
+    }
 
-        handshake(edge.https, client(ca.roots(), &[]), SITE)
-            .await
-            .unwrap_or_else(|e| panic!("the edge stopped serving after garbage: {e}"));
+    /// Bytes no TLS client sends: plain HTTP, random records, lying lengths, a ClientHello
+    /// cut short, and a well-formed one whose SNI is not a host name.
+    fn garbage_client_hellos() -> Vec<(&'static str, Vec<u8>)> {
+        let hello_with_sni = |name: &[u8]| {
+            let mut sni = vec![0x00];
+            sni.extend((name.len() as u16).to_be_bytes());
+            sni.extend(name);
+            let mut sni_list = ((sni.len()) as u16).to_be_bytes().to_vec();
+            sni_list.extend(sni);
+            let mut extensions = vec![0x00, 0x00];
+            extensions.extend((sni_list.len() as u16).to_be_bytes());
+            extensions.extend(sni_list);
+            // supported_versions: TLS 1.3.
+            extensions.extend([0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04]);
+            let mut body = vec![0x03, 0x03];
+            body.extend([0x42; 32]);
+            body.extend([0x00, 0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
+            body.extend((extensions.len() as u16).to_be_bytes());
+            body.extend(extensions);
+            let mut handshake = vec![0x01, 0x00];
+            handshake.extend((body.len() as u16).to_be_bytes());
+            handshake.extend(body);
+            let mut record = vec![0x16, 0x03, 0x01];
+            record.extend((handshake.len() as u16).to_be_bytes());
+            record.extend(handshake);
+            record
+        };
+        let mut cut_short = hello_with_sni(SITE.as_bytes());
+        cut_short.truncate(40);
+        let mut random_record = vec![0x16, 0x03, 0x01, 0x00, 0x30];
+        random_record.extend([0xaa; 0x30]);
+        vec![
+            ("plain HTTP", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+            ("a handshake record of random bytes", random_record),
+            (
+                "a record longer than TLS allows",
+                vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00],
+            ),
+            ("a ClientHello cut short", cut_short),
+            (
+                "a ClientHello whose SNI is not a name",
+                hello_with_sni(b"\xff\xfe../\x00evil"),
+            ),
+            (
+                "a ClientHello with a 300-byte SNI",
+                hello_with_sni(&[b'a'; 300]),
+            ),
+            (
+                "an alert instead of a ClientHello",
+                vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+            ),
+        ]
     }
 
     #[tokio::test]
@@ -1013,6 +1103,136 @@ mod tests {
         );
     }
 
+    /// An upstream that answers every request with its own name.
+    async fn named_upstream(name: &'static str) -> Uri {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service = service_fn(move |_req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service);
+                tokio::spawn(conn);
+            }
+        });
+        format!("http://{addr}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn mapped_hosts_go_to_their_own_upstreams_and_the_rest_to_the_default() {
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        let names = [
+            "a.example.com",
+            "b.example.com",
+            "c.example.com",
+            "x.wild.example.com",
+        ];
+        for name in names {
+            ca.store_cert(&store, name).await;
+        }
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = EdgeConfig::new(
+            localhost,
+            localhost,
+            named_upstream("default").await,
+            store.clone(),
+        );
+        config.upstream_map = vec![
+            UpstreamRoute {
+                pattern: certbucket_core::DomainPattern::parse("a.example.com")
+                    .unwrap_or_else(|e| panic!("{e}")),
+                upstream: named_upstream("a").await,
+            },
+            format!("B.example.com={}", named_upstream("b").await)
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            format!("*.wild.example.com={}", named_upstream("wild").await)
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        ];
+        let edge = Edge::bind(config)
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let (https, stop) = (edge.https_addr(), edge.shutdown_token());
+        tokio::spawn(edge.run());
+
+        // (SNI, Host header, the upstream that answers): the request's Host decides, as in nginx.
+        let cases = [
+            ("a.example.com", "a.example.com", "a"),
+            ("a.example.com", "A.EXAMPLE.COM:443", "a"),
+            ("b.example.com", "b.example.com", "b"),
+            ("c.example.com", "c.example.com", "default"),
+            ("x.wild.example.com", "x.wild.example.com", "wild"),
+            ("c.example.com", "not a host", "default"),
+        ];
+        for (sni, host, want) in cases {
+            let tls = handshake(https, client(ca.roots(), &[b"http/1.1"]), sni)
+                .await
+                .unwrap_or_else(|e| panic!("{sni}: {e}"));
+            let req = Request::get("/")
+                .header(header::HOST, host)
+                .body(Empty::new())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (status, _, body) = send_http1(tls, req).await;
+            assert_eq!(
+                (status, &body[..]),
+                (StatusCode::OK, want.as_bytes()),
+                "{host}"
+            );
+        }
+
+        // HTTP/2 routes by :authority.
+        let tls = handshake(https, client(ca.roots(), &[b"h2"]), "b.example.com")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(conn);
+        let req = Request::get("https://b.example.com/")
+            .body(Empty::<Bytes>::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let response = sender
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_bytes();
+        assert_eq!(&body[..], b"b");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn refuses_a_bad_upstream_map() {
+        let store = TestStore::new();
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        for entries in [
+            vec!["a.example.com=https://app:1"],
+            vec!["a.example.com=http://app:1/base"],
+            vec!["a.example.com=http://app:1", "a.example.com=http://app:2"],
+        ] {
+            let mut config =
+                EdgeConfig::new(localhost, localhost, echo_upstream().await, store.clone());
+            config.upstream_map = entries
+                .iter()
+                .map(|e| e.parse().unwrap_or_else(|e| panic!("{e}")))
+                .collect();
+            assert!(Edge::bind(config).await.is_err(), "{entries:?}");
+        }
+    }
+
     #[tokio::test]
     async fn an_unreachable_upstream_is_a_bad_gateway() {
         let store = TestStore::new();
@@ -1114,6 +1334,39 @@ mod tests {
             "the slow client was still connected after {sent} bytes"
         );
         assert!(sent < head.len());
+    }
+
+    #[tokio::test]
+    async fn a_slow_tls_handshake_is_cut_off_while_others_are_served() {
+        use tokio::io::AsyncWriteExt;
+
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        ca.store_cert(&store, SITE).await;
+        let limits = EdgeLimits {
+            header_read_timeout: Duration::from_millis(500),
+            ..EdgeLimits::default()
+        };
+        let edge = start_with(store, echo_upstream().await, true, limits).await;
+        // The first bytes of a ClientHello record, then nothing; and a client that sends nothing.
+        let mut dribbling = TcpStream::connect(edge.https)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        dribbling
+            .write_all(&[0x16, 0x03, 0x01])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut silent = TcpStream::connect(edge.https)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        handshake(edge.https, client(ca.roots(), &[]), SITE)
+            .await
+            .unwrap_or_else(|e| panic!("a normal client: {e}"));
+        // Well within the 10 s a fixed handshake timeout would allow: the configured one applies.
+        for (what, tcp) in [("dribbling", &mut dribbling), ("silent", &mut silent)] {
+            let (_, closed) = read_until_closed(tcp, Duration::from_secs(5)).await;
+            assert!(closed, "the {what} client is disconnected");
+        }
     }
 
     #[tokio::test]
@@ -1233,6 +1486,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_limit_counts_connections_not_listeners() {
+        let store = TestStore::new();
+        let ca = TestCa::new();
+        ca.store_cert(&store, SITE).await;
+        let limits = EdgeLimits {
+            max_connections: 2,
+            ..EdgeLimits::default()
+        };
+        let edge = start_with(store, echo_upstream().await, true, limits).await;
+        // Both slots on the TLS listener, while the HTTP listener waits with none.
+        let first = handshake(edge.https, client(ca.roots(), &[]), SITE).await;
+        let second = tokio::time::timeout(
+            Duration::from_secs(20),
+            handshake(edge.https, client(ca.roots(), &[]), SITE),
+        )
+        .await;
+        assert!(first.is_ok());
+        assert!(
+            matches!(second, Ok(Ok(_))),
+            "the second connection within the limit was served"
+        );
+    }
+
+    #[tokio::test]
     async fn connections_past_the_limit_wait_until_one_closes() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1244,7 +1521,7 @@ mod tests {
         let edge = start_with(store, echo_upstream().await, true, limits).await;
         let request = b"GET / HTTP/1.1\r\nHost: site.example.com\r\nConnection: close\r\n\r\n";
 
-        // One connection on each listener: the limit is shared.
+        // One connection on each listener: the limit is shared (and an idle listener takes none).
         let mut held_http = TcpStream::connect(edge.http)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1352,7 +1629,10 @@ mod tests {
             ("certbucket_edge_handshakes_total{outcome=\"known\"}", 1.0),
             ("certbucket_edge_handshakes_total{outcome=\"default\"}", 1.0),
             ("certbucket_edge_handshakes_total{outcome=\"failed\"}", 1.0),
-            ("certbucket_edge_store_errors_total", 0.0),
+            (
+                "certbucket_edge_store_errors_total{cause=\"unreachable\"}",
+                0.0,
+            ),
             ("certbucket_edge_proxy_responses_total{class=\"2xx\"}", 2.0),
             ("certbucket_edge_proxy_responses_total{class=\"5xx\"}", 0.0),
             (
@@ -1394,7 +1674,16 @@ mod tests {
         let store = TestStore::new();
         let edge = start(store.clone(), echo_upstream().await, true).await;
 
-        let (status, _, body) = plain_get(edge.admin, Some("localhost"), "/readyz").await;
+        // Ready once the manifest poller has read the manifest (here: found none) once.
+        let mut ready = plain_get(edge.admin, Some("localhost"), "/readyz").await;
+        for _ in 0..100 {
+            if ready.0 == StatusCode::OK {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ready = plain_get(edge.admin, Some("localhost"), "/readyz").await;
+        }
+        let (status, _, body) = ready;
         assert_eq!((status, &body[..]), (StatusCode::OK, &b"ready\n"[..]));
         let (status, _, _) = plain_get(edge.admin, Some("localhost"), "/healthz").await;
         assert_eq!(status, StatusCode::OK);

@@ -190,6 +190,44 @@ impl TestCa {
         (leaf.pem() + &self.cert.pem(), key.serialize_pem())
     }
 
+    /// A leaf for `host` that expired yesterday: (chain PEM, key PEM).
+    pub(crate) fn issue_expired(&self, host: &str) -> (String, String) {
+        self.issue_valid_from(host, -time::Duration::days(30))
+    }
+
+    /// A leaf for `host` valid from `offset` from now, for 29 days: (chain PEM, key PEM).
+    pub(crate) fn issue_valid_from(&self, host: &str, offset: time::Duration) -> (String, String) {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("leaf key: {e}"));
+        let mut params = CertificateParams::new(vec![host.to_owned()])
+            .unwrap_or_else(|e| panic!("leaf params: {e}"));
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now + offset;
+        params.not_after = now + offset + time::Duration::days(29);
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let leaf = params
+            .signed_by(&key, &issuer)
+            .unwrap_or_else(|e| panic!("leaf: {e}"));
+        (leaf.pem() + &self.cert.pem(), key.serialize_pem())
+    }
+
+    /// The stored record JSON for a chain and key, as the issuer would write it.
+    pub(crate) fn record_json_of(
+        &self,
+        host_name: &str,
+        chain_pem: String,
+        key_pem: String,
+    ) -> Vec<u8> {
+        let record = CertificateRecord::new(
+            host(host_name),
+            chain_pem,
+            Secret::new(key_pem),
+            CertType::Ecc,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap_or_else(|e| panic!("record: {e}"));
+        record.to_json().unwrap_or_else(|e| panic!("json: {e}"))
+    }
+
     /// The stored record JSON for `host`, as the issuer would write it.
     pub(crate) fn record_json(&self, host_name: &str) -> Vec<u8> {
         let (chain_pem, key_pem) = self.issue(host_name);

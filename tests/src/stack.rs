@@ -59,6 +59,7 @@ impl Stack {
             http_listen: "127.0.0.1:0".parse()?,
             https_listen: "127.0.0.1:0".parse()?,
             upstream: format!("http://{upstream_addr}").parse()?,
+            upstream_map: Vec::new(),
             store: Arc::clone(&store),
             redirect_http: true,
             on_demand: None,
