@@ -4,7 +4,8 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use instant_acme::{
-    AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
+    Order, OrderStatus, RetryPolicy,
 };
 use rcgen::{
     CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
@@ -15,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::{
     account::{AcmeAccounts, AcmeHttpFactory},
+    ari::{self, RenewalWindow},
     challenge::ChallengeToken,
     config::{CertType, Config},
     error::{Error, Result},
@@ -96,6 +98,16 @@ impl Issuer {
     /// When another issuer holds the host's lease, waits for it to finish and returns the
     /// certificate it stored; never claims a certificate that was not stored.
     pub async fn issue(&self, host: &Host) -> Result<CertificateRecord> {
+        self.issue_replacing(host, None).await
+    }
+
+    /// Like [`Issuer::issue`], telling an ARI-capable CA which certificate the new one
+    /// replaces (RFC 9773 `replaces`).
+    pub async fn issue_replacing(
+        &self,
+        host: &Host,
+        replaces: Option<&CertificateIdentifier<'static>>,
+    ) -> Result<CertificateRecord> {
         if !self.config.tos_accepted {
             return Err(Error::Refused {
                 host: host.clone(),
@@ -123,7 +135,7 @@ impl Issuer {
                     .await?;
                 continue;
             };
-            let result = self.issue_under_lease(host).await;
+            let result = self.issue_under_lease(host, replaces).await;
             self.record_outcome(host, &result).await;
             if let Err(e) = lease.release().await {
                 // The lease runs out by itself; the certificate (if any) is stored already.
@@ -172,7 +184,12 @@ impl Issuer {
         let recorded = match result {
             Ok(_) => RenewalRecord::record_success(&*self.store, host, now).await,
             Err(e) => {
-                let backoff = time::Duration::seconds_f64(self.config.fail_backoff_minutes * 60.0);
+                let mut backoff =
+                    time::Duration::seconds_f64(self.config.fail_backoff_minutes * 60.0);
+                // A rate-limited CA is left alone until the time it names, if that is later.
+                if let Some(until) = ari::rate_limited_until(e, now) {
+                    backoff = backoff.max(until - now);
+                }
                 RenewalRecord::record_failure(&*self.store, host, now, &e.to_string(), backoff)
                     .await
                     .map(drop)
@@ -180,6 +197,41 @@ impl Issuer {
         };
         if let Err(e) = recorded {
             warn!(%host, error = %e, "could not write the renewal record");
+        }
+    }
+
+    /// The ACME account (loaded from the store, or registered and stored).
+    pub async fn account(&self) -> Result<Account> {
+        self.accounts.load_or_create().await
+    }
+
+    /// The CA's ARI window for `record` and the identifier a replacing order names; `None`
+    /// when the CA does not offer ARI (Pebble 2.4, many private CAs).
+    pub async fn renewal_window(
+        &self,
+        account: &Account,
+        record: &CertificateRecord,
+    ) -> Result<Option<(RenewalWindow, CertificateIdentifier<'static>)>> {
+        let chain = record.chain_der()?;
+        let Some(leaf) = chain.first() else {
+            return Ok(None);
+        };
+        let id = CertificateIdentifier::try_from(leaf)
+            .map_err(|message| Error::Crypto {
+                host: record.host.to_string(),
+                message: format!("no ARI identifier in the stored certificate: {message}"),
+            })?
+            .into_owned();
+        match retrying!("renewal info", account.renewal_info(&id).await) {
+            Ok((info, _retry_after)) => Ok(Some((
+                RenewalWindow {
+                    start: info.suggested_window.start,
+                    end: info.suggested_window.end,
+                },
+                id,
+            ))),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(acme(&record.host, "asking for renewal information", e)),
         }
     }
 
@@ -191,16 +243,34 @@ impl Issuer {
         }
     }
 
-    async fn issue_under_lease(&self, host: &Host) -> Result<CertificateRecord> {
+    async fn issue_under_lease(
+        &self,
+        host: &Host,
+        replaces: Option<&CertificateIdentifier<'static>>,
+    ) -> Result<CertificateRecord> {
         let account = self.accounts.load_or_create().await?;
         let identifier = match host.as_str().parse() {
             Ok(ip) => Identifier::Ip(ip),
             Err(_) => Identifier::Dns(host.to_string()),
         };
         let identifiers = [identifier];
-        let new_order = NewOrder::new(&identifiers);
-        let mut order = retrying!("new order", account.new_order(&new_order).await)
-            .map_err(|e| acme(host, "creating the order", e))?;
+        let mut created = match replaces {
+            Some(id) => {
+                let replacing = NewOrder::new(&identifiers).replaces(id.clone());
+                retrying!("new order", account.new_order(&replacing).await)
+            }
+            None => retrying!(
+                "new order",
+                account.new_order(&NewOrder::new(&identifiers)).await
+            ),
+        };
+        if let (Some(_), Err(e)) = (replaces, &created) {
+            // A CA may refuse `replaces` (already replaced, unknown certificate): order anew.
+            warn!(%host, error = %e, "the CA refused the replacement order; ordering anew");
+            let plain = NewOrder::new(&identifiers);
+            created = retrying!("new order", account.new_order(&plain).await);
+        }
+        let mut order = created.map_err(|e| acme(host, "creating the order", e))?;
         info!(%host, order = order.url(), "order created");
 
         let mut published = Vec::new();

@@ -39,6 +39,7 @@
 
 mod account;
 mod admin;
+mod ari;
 pub mod aws;
 mod challenge;
 mod config;
@@ -62,6 +63,7 @@ pub mod tls;
 pub use self::{
     account::{AcmeAccounts, AcmeHttpFactory},
     admin::{AdminApi, MAX_BODY_BYTES, RenewalTrigger, TriggerFuture, message as json_message},
+    ari::{RATE_LIMIT_DEFAULT_BACKOFF, RenewalWindow, rate_limited_until},
     challenge::ChallengeToken,
     config::{CertType, Config, EabCredentials, LETS_ENCRYPT},
     domains::{DomainPattern, DomainPolicy},

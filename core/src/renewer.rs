@@ -20,8 +20,11 @@ use time::OffsetDateTime;
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tracing::{info, warn};
 
+use instant_acme::{Account, CertificateIdentifier};
+
 use crate::{
     admin::RenewalTrigger,
+    ari::RenewalWindow,
     error::{Error, Result},
     host::Host,
     issuer::Issuer,
@@ -138,7 +141,10 @@ impl Renewer {
         let has_allow_list = !config.domains.patterns.is_empty() || config.domains.allow_any_domain;
 
         let mut report = RenewalReport::default();
-        let mut due = Vec::new();
+        // Hosts to issue, with the certificate each replaces when the CA offers ARI.
+        let mut due: Vec<(Host, Option<CertificateIdentifier<'static>>)> = Vec::new();
+        // The account is loaded once, on the first certificate, to ask for ARI windows.
+        let mut account: Option<Option<Account>> = None;
         for key in store.list(&StorageKeys::certs_prefix()).await? {
             let Some(host) = StorageKeys::host_of_cert(&key) else {
                 continue;
@@ -152,7 +158,7 @@ impl Renewer {
                 Err(e) => {
                     // An unreadable record is renewed: a fresh certificate replaces it.
                     warn!(%host, error = %e, "stored certificate is unreadable; renewing it");
-                    due.push(host);
+                    due.push((host, None));
                     continue;
                 }
             };
@@ -160,8 +166,19 @@ impl Renewer {
                 report.no_longer_allowed.push(host.to_string());
                 continue;
             }
+            let account = match &account {
+                Some(loaded) => loaded.as_ref(),
+                None => account.insert(self.load_account().await).as_ref(),
+            };
+            let window = match account {
+                Some(account) => self.ari_window(account, &record).await,
+                None => None,
+            };
             let (not_before, not_after) = (unix(record.not_before), unix(record.not_after));
-            if !policy.is_due(not_before, not_after, now) {
+            let ari_due = window
+                .as_ref()
+                .is_some_and(|(w, _)| w.is_due(&record.serial_number, now));
+            if !ari_due && !policy.is_due(not_before, not_after, now) {
                 report.not_due.push(host.to_string());
                 continue;
             }
@@ -170,14 +187,15 @@ impl Renewer {
                 report.backing_off.push(host.to_string());
                 continue;
             }
-            due.push(host);
+            due.push((host, window.map(|(_, replaces)| replaces)));
         }
-        let requested = self.pending_requests(&mut report, &due).await?;
-        due.extend(requested.iter().cloned());
+        let hosts: Vec<Host> = due.iter().map(|(host, _)| host.clone()).collect();
+        let requested = self.pending_requests(&mut report, &hosts).await?;
+        due.extend(requested.iter().map(|host| (host.clone(), None)));
 
         let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut running = JoinSet::new();
-        for host in due {
+        for (host, replaces) in due {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 break;
             };
@@ -187,7 +205,7 @@ impl Renewer {
             }
             let issuer = self.issuer.clone();
             running.spawn(async move {
-                let outcome = issuer.issue(&host).await;
+                let outcome = issuer.issue_replacing(&host, replaces.as_ref()).await;
                 drop(permit);
                 (host, outcome)
             });
@@ -224,6 +242,33 @@ impl Renewer {
 }
 
 impl Renewer {
+    /// The ACME account for ARI queries; without one (the CA is down), renewals go by
+    /// `renew_threshold_days` alone.
+    async fn load_account(&self) -> Option<Account> {
+        match self.issuer.account().await {
+            Ok(account) => Some(account),
+            Err(e) => {
+                warn!(error = %e, "cannot reach the ACME account; renewing by renew_threshold_days");
+                None
+            }
+        }
+    }
+
+    /// The CA's ARI window for `record`, or `None` (no ARI, or it failed: logged).
+    async fn ari_window(
+        &self,
+        account: &Account,
+        record: &CertificateRecord,
+    ) -> Option<(RenewalWindow, CertificateIdentifier<'static>)> {
+        match self.issuer.renewal_window(account, record).await {
+            Ok(window) => window,
+            Err(e) => {
+                warn!(host = %record.host, error = %e, "no renewal information from the CA");
+                None
+            }
+        }
+    }
+
     /// The hosts of pending on-demand requests to issue now. Requests the allow-list refuses,
     /// and requests for hosts that have a certificate already, are removed.
     async fn pending_requests(
