@@ -23,7 +23,7 @@ use crate::{
     host::Host,
     lease::{Lease, LeaseAttempt},
     manifest::Manifest,
-    record::CertificateRecord,
+    record::{self, CertificateRecord},
     renewal_record::RenewalRecord,
     retry::{self, retrying},
     secret::Secret,
@@ -390,6 +390,7 @@ impl Issuer {
         }
         let chain_pem = retrying!("certificate", order.poll_certificate(&retries).await)
             .map_err(|e| acme(host, "downloading the certificate", e))?;
+        self.check_preferred_chain(host, &chain_pem);
 
         let record = CertificateRecord::new(
             host.clone(),
@@ -409,6 +410,25 @@ impl Issuer {
         }
         info!(%host, serial = %record.serial_number, "certificate stored");
         Ok(record)
+    }
+
+    /// Kong picks the alternate chain whose top issuer is `preferred_chain` and falls back to
+    /// the default chain. instant-acme gives only the default chain (alternates are announced
+    /// in `Link` headers it does not expose), so certbucket stores the default chain and says
+    /// so when it is not the preferred one.
+    fn check_preferred_chain(&self, host: &Host, chain_pem: &str) {
+        let Some(preferred) = self.config.preferred_chain.as_deref() else {
+            return;
+        };
+        let top = record::chain_top_issuer(chain_pem).unwrap_or_default();
+        if top != preferred {
+            warn!(
+                %host,
+                preferred_chain = preferred,
+                default_chain = %top,
+                "storing the CA's default chain: alternate chains cannot be fetched"
+            );
+        }
     }
 
     /// A fresh private key of `cert_type` and a CSR naming only `host`.

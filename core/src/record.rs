@@ -140,6 +140,17 @@ pub struct LeafCertificate {
     pub dns_names: Vec<String>,
 }
 
+/// The issuer CN of a PEM chain's last certificate: the root the chain leads to, which
+/// `preferred_chain` names.
+pub fn chain_top_issuer(chain_pem: &str) -> Option<String> {
+    let last = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .filter_map(std::result::Result::ok)
+        .last()?;
+    let (_, cert) = X509Certificate::from_der(&last).ok()?;
+    let cn = cert.issuer().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
 impl LeafCertificate {
     /// Parses the first certificate of a PEM chain.
     pub fn from_chain_pem(host: &str, chain_pem: &str) -> Result<Self> {
@@ -222,5 +233,33 @@ mod tests {
     fn hex_pairs_like_kong() {
         assert_eq!(hex_pairs(&[0x93, 0xb8, 0x0a]), "93:B8:0A");
         assert_eq!(hex_pairs(&[]), "");
+    }
+
+    #[test]
+    fn the_top_issuer_is_the_root_the_chain_leads_to() {
+        use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca = |cn: &str| {
+            let mut params = CertificateParams::new(Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+            params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, cn);
+            (
+                params,
+                KeyPair::generate().unwrap_or_else(|e| panic!("{e}")),
+            )
+        };
+        let (root_params, root_key) = ca("Example Root X2");
+        let root = Issuer::new(root_params.clone(), &root_key);
+        let (mid_params, mid_key) = ca("Example Intermediate E9");
+        let mid_cert = mid_params
+            .signed_by(&mid_key, &root)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mid = Issuer::new(mid_params, &mid_key);
+        let leaf_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let leaf = CertificateParams::new(vec!["a.example".to_owned()])
+            .and_then(|p| p.signed_by(&leaf_key, &mid))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let chain = format!("{}{}", leaf.pem(), mid_cert.pem());
+        assert_eq!(chain_top_issuer(&chain).as_deref(), Some("Example Root X2"));
+        assert_eq!(chain_top_issuer("not a chain"), None);
     }
 }
