@@ -142,7 +142,7 @@ pub struct LeafCertificate {
 
 /// The issuer CN of a PEM chain's last certificate: the root the chain leads to, which
 /// `preferred_chain` names.
-pub fn chain_top_issuer(chain_pem: &str) -> Option<String> {
+pub(crate) fn chain_top_issuer(chain_pem: &str) -> Option<String> {
     let last = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .filter_map(std::result::Result::ok)
         .last()?;
