@@ -5,6 +5,8 @@
 //! start; nothing is skipped. `scripts/install-services` installs Pebble and LocalStack,
 //! `scripts/services start` runs LocalStack, and `scripts/test` does both and runs the tests.
 
+pub mod packaged;
+pub mod runtime_api;
 pub mod stack;
 
 use std::{
