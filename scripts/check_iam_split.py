@@ -345,8 +345,13 @@ class Tf:
         files = sorted(module_dir.glob("*.tf"))
         if not files:
             raise SystemExit(f"check_iam_split: no .tf files in {module_dir}")
+        self.resources: list[tuple[str, str, dict]] = []
         for path in files:
             parsed = hcl2.load(path.open())
+            for block in parsed.get("resource", []):
+                for kind, named in block.items():
+                    for name, body in named.items():
+                        self.resources.append((kind, name, body))
             for block in parsed.get("locals", []):
                 for k, v in block.items():
                     if not k.startswith("__"):
@@ -412,11 +417,33 @@ class Tf:
         return {"Statement": statements}
 
 
+def tf_edge_wiring(tf: Tf) -> None:
+    """The edge role gets the checked document and nothing else."""
+    policies = {name: body for kind, name, body in tf.resources if kind == "aws_iam_policy"}
+    if unwrap(policies.get("edge", {}).get("policy")) != "${data.aws_iam_policy_document.edge.json}":
+        raise Refused("aws_iam_policy.edge is not data.aws_iam_policy_document.edge")
+    for kind, name, body in tf.resources:
+        role = str(unwrap(body.get("role", "")))
+        roles = str(unwrap(body.get("roles", "")))
+        if "aws_iam_role.edge" not in role + roles:
+            continue
+        if kind == "aws_iam_instance_profile":
+            continue
+        if kind != "aws_iam_role_policy_attachment" or unwrap(body.get("policy_arn")) != "${aws_iam_policy.edge.arn}":
+            raise Refused(f"{kind}.{name} gives the edge role more than the edge policy")
+    for kind, name, body in tf.resources:
+        if kind == "aws_iam_role" and name == "edge":
+            for key in ("inline_policy", "managed_policy_arns"):
+                if key in body:
+                    raise Refused(f"aws_iam_role.edge has {key}")
+
+
 def tf_policies(prefix: str, kms: bool) -> dict:
     tf = Tf(ROOT / "infra" / "modules" / "certbucket", prefix, kms)
     for name in ("edge", "issuer", "list"):
         if name not in tf.documents:
             raise SystemExit(f"check_iam_split: infra has no data.aws_iam_policy_document.{name}")
+    tf_edge_wiring(tf)
     return {"edge": tf.document("edge"), "issuer": tf.document("issuer"), "list": [tf.document("list")],
             "list_managed": []}
 
@@ -466,7 +493,11 @@ def main() -> int:
         for prefix in PREFIXES:
             for kms in (False, True):
                 where = f"{source} (prefix {prefix!r}, {'KMS' if kms else 'SSE-S3'})"
-                policies = build(prefix, kms)
+                try:
+                    policies = build(prefix, kms)
+                except Refused as e:
+                    failures.append(f"{where}: {e}")
+                    continue
                 for label, check in (("edge policy", lambda: check_edge(policies["edge"], prefix)),
                                      ("list role", lambda: check_list_role(policies["list"], prefix)),
                                      ("issuer policy", lambda: check_issuer(policies["issuer"], prefix))):
