@@ -518,6 +518,22 @@ def main() -> int:
                     except Refused:
                         continue
                     failures.append(f"{where}: the checker accepted a widened edge policy: {label}")
+    # Not IAM, but only this evaluator can see it: the template's inline config documents parse,
+    # and list's carries no secret field.
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=CfnLoader)
+    for params in ({}, {"Domains": "a.example.com,*.example.org", "EabKid": "kid",
+                        "EabHmacKey": "{vault://aws/eab/hmac}", "PreferredChain": "ISRG Root X1"}):
+        cfn = Cfn(template, dict({"AccountEmail": "ops@example.com", "BucketName": BUCKET}, **params))
+        for function in ("ApplyFunction", "ListFunction", "RenewAllFunction"):
+            checked += 1
+            env = cfn.ev(template["Resources"][function]["Properties"]["Environment"]["Variables"])
+            try:
+                config = json.loads(env["CERTBUCKET_CONFIG"])
+            except ValueError as e:
+                failures.append(f"template.yaml: {function}'s CERTBUCKET_CONFIG is not JSON: {e}")
+                continue
+            if function == "ListFunction" and {"eab_hmac_key", "account_key"} & set(config):
+                failures.append("template.yaml: list's config carries secret fields")
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     print(f"iam-split: {checked - len(failures)} passed, {len(failures)} failed")
