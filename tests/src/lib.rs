@@ -7,6 +7,8 @@
 
 pub mod edge;
 pub mod localstack;
+pub mod packaged;
+pub mod runtime_api;
 pub mod stack;
 
 use std::{
