@@ -148,6 +148,11 @@ impl PackagedFunction {
         }
     }
 
+    /// The function's emulated Lambda API (Runtime API, and Invoke for other functions).
+    pub fn api(&self) -> &RuntimeApi {
+        &self.api
+    }
+
     /// The last lines the function printed (its logs never hold keys: STYLE.md).
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();

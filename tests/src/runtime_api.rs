@@ -4,6 +4,11 @@
 //! The bootstrap long-polls `GET /2018-06-01/runtime/invocation/next`, gets one event with its
 //! request id and deadline headers, and answers with `POST .../invocation/{id}/response` or
 //! `.../invocation/{id}/error`; a failed start is `POST /2018-06-01/runtime/init/error`.
+//!
+//! The same port also answers the Lambda service's `Invoke` call for this function
+//! (`POST /2015-03-31/functions/{name}/invocations`), so another function can invoke it through
+//! aws-sdk-lambda (`AWS_ENDPOINT_URL_LAMBDA`): `X-Amz-Invocation-Type: Event` queues the event
+//! and answers 202 at once, as Lambda does; the outcome is kept for [`RuntimeApi::next_async`].
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -25,6 +30,7 @@ use tokio::{
 };
 
 const PREFIX: &str = "/2018-06-01/runtime";
+const INVOKE_PREFIX: &str = "/2015-03-31/functions/";
 
 /// What an invocation came back with.
 #[derive(Debug)]
@@ -38,6 +44,8 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<(String, Value)>,
+    /// Events invoked asynchronously through the Invoke API, with their outcome to come.
+    invoked: VecDeque<(Value, oneshot::Receiver<Outcome>)>,
     waiting: HashMap<String, oneshot::Sender<Outcome>>,
     init_error: Option<Value>,
     next_id: u64,
@@ -52,6 +60,58 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `event` for the function's next poll; the receiver gets its outcome.
+    fn enqueue(&self, event: Value) -> anyhow::Result<oneshot::Receiver<Outcome>> {
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut state = self.lock();
+            if let Some(error) = &state.init_error {
+                bail!("the function failed to start: {error}");
+            }
+            state.next_id += 1;
+            let id = format!("8476a536-e9f4-11e8-9739-{:012x}", state.next_id);
+            state.waiting.insert(id.clone(), sender);
+            state.queue.push_back((id, event));
+        }
+        self.queued.notify_waiters();
+        self.queued.notify_one();
+        Ok(receiver)
+    }
+}
+
+/// The Lambda service's `Invoke` for this function: asynchronous (`Event`) invocations only,
+/// which is what certbucket makes.
+fn invoke_api(
+    shared: &Shared,
+    function_arn: &str,
+    name: &str,
+    invocation_type: Option<&str>,
+    body: &Bytes,
+) -> Response<Full<Bytes>> {
+    let own_name = function_arn.rsplit(':').next().unwrap_or_default();
+    if name != own_name && name != function_arn {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException: no such function",
+        );
+    }
+    if invocation_type != Some("Event") {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "only Event invocations are emulated",
+        );
+    }
+    let Ok(event) = serde_json::from_slice::<Value>(body) else {
+        return reply(StatusCode::BAD_REQUEST, "InvalidRequestContentException");
+    };
+    match shared.enqueue(event.clone()) {
+        Ok(receiver) => {
+            shared.lock().invoked.push_back((event, receiver));
+            reply(StatusCode::ACCEPTED, "")
+        }
+        Err(_) => reply(StatusCode::BAD_GATEWAY, "the function failed to start"),
     }
 }
 
@@ -109,23 +169,32 @@ impl RuntimeApi {
 
     /// Queues `event` for the function and waits up to `timeout` for its answer.
     pub async fn invoke(&self, event: Value, timeout: Duration) -> anyhow::Result<Outcome> {
-        let (sender, receiver) = oneshot::channel();
-        {
-            let mut state = self.shared.lock();
-            if let Some(error) = &state.init_error {
-                bail!("the function failed to start: {error}");
-            }
-            state.next_id += 1;
-            let id = format!("8476a536-e9f4-11e8-9739-{:012x}", state.next_id);
-            state.waiting.insert(id.clone(), sender);
-            state.queue.push_back((id, event));
-        }
-        self.shared.queued.notify_waiters();
-        self.shared.queued.notify_one();
+        let receiver = self.shared.enqueue(event)?;
         tokio::time::timeout(timeout, receiver)
             .await
             .with_context(|| format!("no answer within {} s", timeout.as_secs()))?
             .context("the runtime API dropped the invocation")
+    }
+
+    /// The next event another function invoked asynchronously through the Invoke API, and
+    /// what the function answered to it, waiting up to `timeout` for both.
+    pub async fn next_async(&self, timeout: Duration) -> anyhow::Result<(Value, Outcome)> {
+        let waited = async {
+            loop {
+                if let Some(found) = self.shared.lock().invoked.pop_front() {
+                    return found;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let (event, receiver) = tokio::time::timeout(timeout, waited)
+            .await
+            .context("nothing invoked the function asynchronously")?;
+        let outcome = tokio::time::timeout(timeout, receiver)
+            .await
+            .context("the asynchronous invocation got no answer")?
+            .context("the runtime API dropped the invocation")?;
+        Ok((event, outcome))
     }
 
     /// The document of a `POST /runtime/init/error`, if the function reported one.
@@ -147,10 +216,29 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let invocation_type = req
+        .headers()
+        .get("x-amz-invocation-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = match req.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, "unreadable body")),
     };
+    if let Some(name) = path
+        .strip_prefix(INVOKE_PREFIX)
+        .and_then(|rest| rest.strip_suffix("/invocations"))
+    {
+        let name = name.replace("%3A", ":");
+        let invoked = invoke_api(
+            &shared,
+            &function_arn,
+            &name,
+            invocation_type.as_deref(),
+            &body,
+        );
+        return Ok(invoked);
+    }
     let Some(route) = path.strip_prefix(PREFIX) else {
         return Ok(reply(StatusCode::NOT_FOUND, "not a runtime API path"));
     };

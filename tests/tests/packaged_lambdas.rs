@@ -279,9 +279,41 @@ async fn packaged_functions_answer_real_events() {
         .unwrap();
     assert_eq!(report["failed"], json!([]), "{report}");
 
+    // PATCH /acme through apply: 202 at once, and renew-all invoked asynchronously through
+    // the Lambda Invoke API (aws-sdk-lambda, CERTBUCKET_RENEW_FUNCTION) runs and reports.
+    let mut patch_env = env.clone();
+    patch_env.push(("CERTBUCKET_RENEW_FUNCTION", "renew-all".to_owned()));
+    patch_env.push((
+        "AWS_ENDPOINT_URL_LAMBDA",
+        format!("http://{}", renew_all.api().endpoint()),
+    ));
+    let mut apply_patch = PackagedFunction::start(&dir, "apply", &patch_env)
+        .await
+        .unwrap();
+    let answer = apply_patch
+        .invoke(http_event("PATCH", "/acme", "/acme", None))
+        .await
+        .unwrap();
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    assert_eq!(
+        body_of(&answer)["message"],
+        "Renewal process started successfully",
+        "{answer}"
+    );
+    let (event, outcome) = renew_all
+        .api()
+        .next_async(std::time::Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(event["detail-type"], "PATCH /acme", "{event}");
+    match outcome {
+        Outcome::Response(report) => assert_eq!(report["failed"], json!([]), "{report}"),
+        Outcome::Error(error) => panic!("renew-all failed after PATCH: {error}"),
+    }
+
     let leftover = stack.keys(&StorageKeys::requests_prefix()).await.unwrap();
     assert!(leftover.is_empty(), "requests left behind: {leftover:?}");
-    for function in [&apply, &list, &renew_all] {
+    for function in [&apply, &list, &renew_all, &apply_patch] {
         let log = function.log_tail();
         assert!(!log.contains("PRIVATE KEY"), "a function logged a key");
     }
