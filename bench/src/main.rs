@@ -7,7 +7,9 @@
 mod load;
 mod store_filler;
 
-use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf, thread, time::Duration, time::Instant};
+use std::{
+    net::SocketAddr, num::NonZeroUsize, path::PathBuf, thread, time::Duration, time::Instant,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
