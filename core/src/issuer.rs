@@ -362,10 +362,11 @@ impl Issuer {
     ) -> Result<CertificateRecord> {
         self.ready_challenges(host, order, published).await?;
 
-        // Start polling soon (a CA like Pebble validates in milliseconds) and back off gently;
-        // instant-acme honours a Retry-After the CA sends.
+        // instant-acme sleeps before its first look, so start small (a CA like Pebble validates
+        // and issues within milliseconds) and back off gently: 10, 15, 22 ms ... a dozen looks in
+        // the first 2.5 s against a slower CA. instant-acme honours a Retry-After the CA sends.
         let retries = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(100))
+            .initial_delay(Duration::from_millis(10))
             .backoff(1.5)
             .timeout(self.options.wait_timeout);
         let status = retrying!("poll ready", order.poll_ready(&retries).await)

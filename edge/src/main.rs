@@ -138,18 +138,33 @@ enum LogFormat {
     Json,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tls::install_crypto_provider();
     let args = Args::parse();
     init_logging(args.log_format);
-    match run(args).await {
+    let outcome = runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("certbucket-edge: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The multi-thread scheduler, one worker per CPU this process may use; with a single CPU
+/// (a small VM, or pinned with taskset) the current-thread scheduler, since work stealing has
+/// nothing to steal there and only adds cross-thread bookkeeping to every wake-up.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
