@@ -11,14 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use certbucket_core::tls::SignatureOnlyVerifier;
 use rustls::{
-    ClientConfig, DigitallySignedStruct, HandshakeKind, SignatureScheme,
-    client::{
-        Resumption,
-        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    },
-    crypto::{CryptoProvider, aws_lc_rs},
-    pki_types::{CertificateDer, ServerName, UnixTime},
+    ClientConfig, HandshakeKind, client::Resumption, crypto::aws_lc_rs, pki_types::ServerName,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -70,10 +65,12 @@ impl NewConnectionLoad {
 
     async fn drive(&self) -> anyhow::Result<LoadReport> {
         let provider = Arc::new(aws_lc_rs::default_provider());
-        let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        // The servers all present the same certificate, checked once by bench/run; the
+        // handshake signature (the server's work measured here) is still verified.
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SignatureOnly(provider)))
+            .with_custom_certificate_verifier(SignatureOnlyVerifier::new())
             .with_no_client_auth();
         config.resumption = if self.resume {
             Resumption::in_memory_sessions(4 * self.connections.max(64))
@@ -151,55 +148,5 @@ impl Client {
             return Err(e);
         }
         Ok((response.starts_with(b"HTTP/1.1 200 "), resumed))
-    }
-}
-
-/// Checks the server's handshake signature (the server's work this load measures) but not
-/// its chain: the bench's servers all present the same certificate, checked once by bench/run.
-#[derive(Debug)]
-struct SignatureOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for SignatureOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

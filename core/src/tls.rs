@@ -64,3 +64,57 @@ pub fn acme_http(extra: Option<&Path>) -> Result<crate::account::AcmeHttpFactory
         Client::builder(TokioExecutor::new()).build(connector);
     Ok(Arc::new(move || Box::new(client.clone())))
 }
+
+/// Checks a server's handshake signatures but not its certificate chain: for tests and
+/// benchmarks that look at what a server presents (or load it), never for trusting one.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug)]
+pub struct SignatureOnlyVerifier(Arc<rustls::crypto::CryptoProvider>);
+
+#[cfg(any(test, feature = "testing"))]
+impl SignatureOnlyVerifier {
+    /// A verifier using aws-lc-rs's signature algorithms.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        ))
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl rustls::client::danger::ServerCertVerifier for SignatureOnlyVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

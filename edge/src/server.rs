@@ -528,7 +528,7 @@ mod tests {
     use tokio_rustls::{TlsConnector, client::TlsStream};
 
     use super::*;
-    use crate::testing::{AcceptAnyCert, TestCa, TestStore};
+    use crate::testing::{TestCa, TestStore};
 
     const SITE: &str = "site.example.com";
     const TOKEN: &str = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0";
@@ -642,7 +642,8 @@ mod tests {
 
     fn accept_any_client() -> ClientConfig {
         let mut config = client(RootCertStore::empty(), &[]);
-        let verifier: Arc<dyn ServerCertVerifier> = AcceptAnyCert::new();
+        let verifier: Arc<dyn ServerCertVerifier> =
+            certbucket_core::tls::SignatureOnlyVerifier::new();
         config.dangerous().set_certificate_verifier(verifier);
         config
     }

@@ -5,16 +5,15 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bytes::Bytes;
-use certbucket_core::{LeafCertificate, Storage};
+use certbucket_core::{LeafCertificate, Storage, tls::SignatureOnlyVerifier};
 use certbucket_edge::{AdminServer, Edge, EdgeConfig, EdgeLimits};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::{CryptoProvider, aws_lc_rs},
-    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+    ClientConfig, RootCertStore,
+    crypto::aws_lc_rs,
+    pki_types::{CertificateDer, ServerName, pem::PemObject},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -121,13 +120,13 @@ pub fn verifying_client(root_pem: &str) -> anyhow::Result<TlsConnector> {
 /// A TLS client that accepts whatever certificate it is shown, to look at it.
 pub fn looking_client() -> anyhow::Result<TlsConnector> {
     let provider = Arc::new(aws_lc_rs::default_provider());
-    let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(RootCertStore::empty())
         .with_no_client_auth();
     config
         .dangerous()
-        .set_certificate_verifier(Arc::new(AcceptAnyCert(provider)));
+        .set_certificate_verifier(SignatureOnlyVerifier::new());
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
@@ -164,55 +163,6 @@ pub async fn fetch(
         "GET / for {sni} answered {status}"
     );
     Ok((leaf, String::from_utf8(body.to_vec())?))
-}
-
-/// Accepts any certificate: for looking at what the edge presents, never for trusting it.
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// How long a test waits for something the edge should do within a poll or two.
